@@ -1,0 +1,110 @@
+import type { z } from 'zod';
+import type { Logger } from '../core/logger.js';
+import type { InferenceBackend } from '../inference/backend.js';
+import type { Embedder } from '../embedding/embedder.js';
+import type { SchemaName } from '../serde/schemas.js';
+
+/** A decoded input record, with where it came from. */
+export interface InputRecord<T> {
+  value: T;
+  key: string | null;
+  headers: Record<string, string>;
+  topic: string;
+  partition: number;
+  offset: string;
+  timestamp: string;
+}
+
+/** An output record. `port` names the output it goes to ('out' unless said otherwise). */
+export interface Emit<O> {
+  value: O;
+  key?: string | null;
+  port?: string;
+}
+
+/**
+ * What became of one input record. A stage returns exactly one outcome per input, in input order.
+ * - emit: zero or more output records (zero means "consumed, nothing to pass on", e.g. an aggregate).
+ * - reject: the record is valid but does not pass a rule; it goes to the rejects topic with the rule.
+ * - dead: the record cannot be processed at all; it goes to the dead-letter topic with the reason.
+ * Transient faults (timeouts, 5xx) are thrown as retryable errors instead, so the runner retries.
+ */
+export type Outcome<O> =
+  | { kind: 'emit'; records: Emit<O>[] }
+  | { kind: 'reject'; rule: string; reason: string; record?: unknown }
+  | { kind: 'dead'; code: string; reason: string };
+
+export interface StageContext {
+  readonly logger: Logger;
+  /** Aborted when the stage is shutting down: stop starting new work. */
+  readonly signal: AbortSignal;
+  /** Keeps the consumer's group membership alive during long work; cheap to call often. */
+  heartbeat(): Promise<void>;
+}
+
+/** Rebuilds state from a port's compacted changelog topic, in offset order, before the first batch. */
+export interface StateRestorer {
+  restore(port: string, onRecord: (key: string | null, value: unknown) => void): Promise<number>;
+}
+
+/** Transforms batches of input records. Pure with respect to Kafka: the runner does all I/O. */
+export interface Processor<I, O> {
+  init?(ctx: StageContext, state: StateRestorer): Promise<void>;
+  process(batch: InputRecord<I>[], ctx: StageContext): Promise<Outcome<O>[]>;
+  close?(): Promise<void>;
+}
+
+/** Produces records from nothing (e.g. Magpie instruction extraction). */
+export interface Source<O> {
+  init?(ctx: StageContext): Promise<void>;
+  /** Up to `max` outcomes; an empty array means the source is finished. */
+  next(max: number, ctx: StageContext): Promise<Outcome<O>[]>;
+  close?(): Promise<void>;
+}
+
+/** Resources a stage may use, resolved by name from the topology. */
+export interface StageDeps {
+  readonly stageName: string;
+  readonly logger: Logger;
+  backend(name: string): InferenceBackend;
+  embedder(name: string): Embedder;
+}
+
+interface StageDefinitionBase<C extends z.ZodObject> {
+  /** The `type:` value in a topology. */
+  readonly type: string;
+  readonly description: string;
+  /** Stage-specific topology fields, validated on load. */
+  readonly config: C;
+  /** Avro record of the main output. */
+  readonly outputSchema: SchemaName;
+  /** Extra outputs besides 'out', e.g. a changelog for state; each maps to a topic in the topology. */
+  readonly extraPorts?: Readonly<Record<string, { schema: SchemaName; compacted?: boolean }>>;
+}
+
+export interface ProcessorDefinition<C extends z.ZodObject, I, O> extends StageDefinitionBase<C> {
+  readonly kind: 'processor';
+  readonly inputSchema: SchemaName;
+  create(config: z.infer<C>, deps: StageDeps): Processor<I, O>;
+}
+
+export interface SourceDefinition<C extends z.ZodObject, O> extends StageDefinitionBase<C> {
+  readonly kind: 'source';
+  create(config: z.infer<C>, deps: StageDeps): Source<O>;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type AnyStageDefinition = ProcessorDefinition<z.ZodObject, any, any> | SourceDefinition<z.ZodObject, any>;
+
+export function defineProcessor<C extends z.ZodObject, I, O>(def: Omit<ProcessorDefinition<C, I, O>, 'kind'>): ProcessorDefinition<C, I, O> {
+  return { ...def, kind: 'processor' };
+}
+
+export function defineSource<C extends z.ZodObject, O>(def: Omit<SourceDefinition<C, O>, 'kind'>): SourceDefinition<C, O> {
+  return { ...def, kind: 'source' };
+}
+
+export const emit = <O>(...records: Emit<O>[]): Outcome<O> => ({ kind: 'emit', records });
+export const emitValue = <O>(value: O, key?: string | null): Outcome<O> => ({ kind: 'emit', records: [{ value, key }] });
+export const reject = <O>(rule: string, reason: string, record?: unknown): Outcome<O> => ({ kind: 'reject', rule, reason, record });
+export const dead = <O>(code: string, reason: string): Outcome<O> => ({ kind: 'dead', code, reason });
