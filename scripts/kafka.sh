@@ -4,7 +4,7 @@
 #
 #   scripts/kafka.sh fetch
 #   scripts/kafka.sh start  [--name NAME] [--nodes 1|3] [--port PORT] [--node N]
-#   scripts/kafka.sh stop   [--name NAME] [--node N]
+#   scripts/kafka.sh stop   [--name NAME] [--node N] [--kill]   (--kill: SIGKILL, simulates a crash)
 #   scripts/kafka.sh status [--name NAME]
 #   scripts/kafka.sh bootstrap [--name NAME]
 #   scripts/kafka.sh logs   [--name NAME] [--node N]
@@ -144,6 +144,7 @@ NAME=local
 NODES_OPT=
 PORT_OPT=
 NODE_OPT=
+KILL_OPT=
 
 cluster_dir() { echo "$MAGPIE_RUN_DIR/kafka/$NAME"; }
 node_dir() { echo "$(cluster_dir)/node-$1"; }
@@ -295,6 +296,10 @@ transaction.state.log.num.partitions=10
 # Fast group formation and short sessions for tests.
 group.initial.rebalance.delay.ms=0
 group.min.session.timeout.ms=1000
+
+# Faster broker registration, controlled shutdown (defaults 2000/9000) and fencing of a killed node.
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=4000
 
 # Small, lightweight local broker.
 num.network.threads=2
@@ -463,7 +468,7 @@ stop_nodes() {
   for n in "$@"; do
     if pid=$(node_pid "$n"); then
       pids[$n]=$pid
-      kill -TERM "$pid" 2>/dev/null || true
+      kill "-${STOP_SIGNAL:-TERM}" "$pid" 2>/dev/null || true
     fi
   done
   ((${#pids[@]})) || return 0
@@ -539,6 +544,7 @@ cmd_stop_locked() {
     local i; for ((i = 1; i <= NODES; i++)); do nodes+=("$i"); done
   fi
   local t0; t0=$(now_ms)
+  [[ -n $KILL_OPT ]] && STOP_SIGNAL=KILL
   stop_nodes "${nodes[@]}"
   log "stopped node(s) ${nodes[*]} of '$NAME' in $(($(now_ms) - t0)) ms"
 }
@@ -578,6 +584,7 @@ main() {
       --nodes=*) NODES_OPT=${1#*=}; shift ;;
       --port) PORT_OPT=${2:?--port needs a value}; shift 2 ;;
       --port=*) PORT_OPT=${1#*=}; shift ;;
+      --kill) KILL_OPT=1; shift ;;
       --node) NODE_OPT=${2:?--node needs a value}; shift 2 ;;
       --node=*) NODE_OPT=${1#*=}; shift ;;
       -h | --help) usage 0 ;;

@@ -80,6 +80,8 @@ interface StageDefinitionBase<C extends z.ZodObject> {
   readonly outputSchema: SchemaName;
   /** Extra outputs besides 'out', e.g. a changelog for state; each maps to a topic in the topology. */
   readonly extraPorts?: Readonly<Record<string, { schema: SchemaName; compacted?: boolean }>>;
+  /** For schema-agnostic stages (e.g. pass-through): the record types follow from the config. */
+  readonly schemasFromConfig?: (config: z.infer<C>) => { input: SchemaName; output: SchemaName };
 }
 
 export interface ProcessorDefinition<C extends z.ZodObject, I, O> extends StageDefinitionBase<C> {

@@ -1,0 +1,14 @@
+import { getLlama, LlamaText, SpecialTokensText, LlamaCompletion } from 'node-llama-cpp';
+const t0=Date.now();
+const llama = await getLlama({ build: 'never', gpu: false, logLevel: 'warn' });
+console.log('llama', llama.gpu, Date.now()-t0);
+const model = await llama.loadModel({ modelPath: process.env.HOME + '/.cache/magpie-stream/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf' });
+console.log('tok', model.tokenize('<|im_start|>', true), model.tokenize('<|im_start|>'), model.tokens.bos, model.tokens.eos, model.tokens.bosString, model.tokens.eosString);
+console.log(model.fileInfo.metadata.tokenizer?.chat_template?.slice(0,400));
+const ctx = await model.createContext({ sequences: 2, contextSize: 2048 });
+const seq = ctx.getSequence();
+const c = new LlamaCompletion({ contextSequence: seq });
+const t1=Date.now();
+const r = await c.generateCompletionWithMeta(LlamaText([new SpecialTokensText('<|im_start|>user\n')]), { maxTokens: 128, temperature: 1, topP: 1, customStopTriggers: ['<|im_end|>'] });
+console.log(JSON.stringify(r.response), r.metadata, Date.now()-t1);
+await ctx.dispose(); await model.dispose(); await llama.dispose();

@@ -1,0 +1,60 @@
+import { readFileSync } from 'node:fs';
+import { Kafka, logLevel, type KafkaConfig as KafkaJsConfig, type SASLOptions } from 'kafkajs';
+import { ConfigError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { KafkaConfig } from '../topology/schema.js';
+
+const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
+  [logLevel.ERROR]: 'error',
+  [logLevel.WARN]: 'warn',
+  [logLevel.INFO]: 'info',
+  [logLevel.DEBUG]: 'debug',
+};
+
+function readSecret(envName: string | undefined, file: string | undefined, field: string): string {
+  if (envName) {
+    const value = process.env[envName];
+    if (value) return value;
+    if (!file) throw new ConfigError(`${field}: environment variable ${envName} is not set`);
+  }
+  if (file) {
+    try {
+      return readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      throw new ConfigError(`${field}: cannot read secrets file ${file}: ${(err as Error).message}`);
+    }
+  }
+  throw new ConfigError(`${field}: no secret source given`);
+}
+
+/** Translates the topology's kafka block into a kafkajs client that logs through pino. */
+export function createKafka(config: KafkaConfig, logger: Logger): Kafka {
+  const kafkaLogger = logger.child({ component: 'kafkajs' });
+  const options: KafkaJsConfig = {
+    clientId: config.clientId,
+    brokers: config.brokers,
+    connectionTimeout: config.connectionTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
+    retry: { retries: 8, initialRetryTime: 200, maxRetryTime: 10_000 },
+    logLevel: logLevel.WARN,
+    logCreator: () => ({ level, log }) => {
+      const { message, timestamp: _t, logger: _l, ...extra } = log as unknown as Record<string, unknown>;
+      kafkaLogger[LEVELS[level] ?? 'info'](extra, String(message));
+    },
+  };
+  if (config.ssl) {
+    options.ssl = config.ssl === true
+      ? true
+      : {
+          rejectUnauthorized: config.ssl.rejectUnauthorized,
+          ...(config.ssl.caFile ? { ca: [readFileSync(config.ssl.caFile, 'utf8')] } : {}),
+          ...(config.ssl.certFile ? { cert: readFileSync(config.ssl.certFile, 'utf8') } : {}),
+          ...(config.ssl.keyFile ? { key: readFileSync(config.ssl.keyFile, 'utf8') } : {}),
+        };
+  }
+  if (config.sasl) {
+    const password = readSecret(config.sasl.passwordEnv, config.sasl.passwordFile, 'kafka.sasl');
+    options.sasl = { mechanism: config.sasl.mechanism, username: config.sasl.username, password } as SASLOptions;
+  }
+  return new Kafka(options);
+}

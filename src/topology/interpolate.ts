@@ -1,0 +1,23 @@
+import { ConfigError } from '../core/errors.js';
+
+const PATTERN = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
+/**
+ * Replaces `${VAR}` and `${VAR:-default}` in every string of a parsed YAML document.
+ * A variable that is unset and has no default is an error naming the field, so a typo never becomes "".
+ */
+export function interpolateEnv(node: unknown, env: NodeJS.ProcessEnv, path = ''): unknown {
+  if (typeof node === 'string') {
+    return node.replace(PATTERN, (_match, name: string, fallback: string | undefined) => {
+      const value = env[name];
+      if (value !== undefined && value !== '') return value;
+      if (fallback !== undefined) return fallback;
+      throw new ConfigError(`${path || '(root)'}: environment variable ${name} is not set (use \${${name}:-default} for a default)`, { field: path, variable: name });
+    });
+  }
+  if (Array.isArray(node)) return node.map((item, i) => interpolateEnv(item, env, `${path}[${i}]`));
+  if (node && typeof node === 'object') {
+    return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, interpolateEnv(v, env, path ? `${path}.${k}` : k)]));
+  }
+  return node;
+}

@@ -1,0 +1,185 @@
+import { readFile } from 'node:fs/promises';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { ConfigError } from '../core/errors.js';
+import { backendConfigSchema, type BackendConfig } from '../inference/factory.js';
+import { embedderConfigSchema, type EmbedderConfig } from '../embedding/transformers.js';
+import { findStageDefinition, STAGE_DEFINITIONS } from '../processors/registry.js';
+import type { AnyStageDefinition } from '../processors/stage.js';
+import { interpolateEnv } from './interpolate.js';
+import {
+  commonStageFields,
+  stageBaseSchema,
+  topologySchema,
+  type KafkaConfig,
+  type RetryConfig,
+  type SerdeConfig,
+  type TopicsConfig,
+} from './schema.js';
+
+export interface ResolvedStage {
+  readonly name: string;
+  readonly type: string;
+  readonly definition: AnyStageDefinition;
+  /** Full topic names, prefix applied. */
+  readonly input: string | undefined;
+  /** Port name → topic; always has 'out'. */
+  readonly ports: Readonly<Record<string, string>>;
+  readonly rejects: string;
+  readonly deadLetter: string;
+  readonly groupId: string;
+  readonly partitions: number;
+  readonly batchSize: number;
+  readonly concurrency: number;
+  readonly exactlyOnce: boolean;
+  readonly retry: RetryConfig;
+  readonly deadLetterAfterAttempts: number;
+  readonly sessionTimeoutMs: number;
+  /** The stage's own validated fields (common ones included). */
+  readonly config: Record<string, unknown>;
+}
+
+export interface Topology {
+  readonly name: string;
+  readonly description: string | undefined;
+  readonly source: string;
+  readonly kafka: KafkaConfig;
+  readonly serde: SerdeConfig;
+  readonly topics: TopicsConfig;
+  readonly backends: Readonly<Record<string, BackendConfig>>;
+  readonly embedders: Readonly<Record<string, EmbedderConfig>>;
+  readonly stages: readonly ResolvedStage[];
+}
+
+export interface LoadOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Overrides topics.prefix (tests run each case under a fresh prefix). */
+  topicPrefix?: string;
+  /** Overrides kafka.brokers. */
+  brokers?: string[];
+}
+
+/** `stages[2].model` style path, the way a user reads their YAML. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  return path.reduce<string>((acc, part) => (typeof part === 'number' ? `${acc}[${part}]` : acc ? `${acc}.${String(part)}` : String(part)), '');
+}
+
+function issuesOf(error: z.ZodError, prefix: readonly PropertyKey[] = []): string[] {
+  return error.issues.map((issue) => `${formatPath([...prefix, ...issue.path]) || '(root)'}: ${issue.message}`);
+}
+
+export async function loadTopologyFile(file: string, options: LoadOptions = {}): Promise<Topology> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`${file}: cannot read topology file (${(err as Error).message})`, { file });
+  }
+  return parseTopology(text, file, options);
+}
+
+export function parseTopology(text: string, source: string, options: LoadOptions = {}): Topology {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text, { prettyErrors: true });
+  } catch (err) {
+    throw new ConfigError(`${source}: not valid YAML: ${(err as Error).message}`, { file: source });
+  }
+  let interpolated: unknown;
+  try {
+    interpolated = interpolateEnv(doc, options.env ?? process.env);
+  } catch (err) {
+    throw new ConfigError(`${source}: ${(err as Error).message}`, { file: source });
+  }
+  const problems: string[] = [];
+  const top = topologySchema.safeParse(interpolated);
+  if (!top.success) throw invalid(source, issuesOf(top.error));
+  const t = top.data;
+  if (options.brokers) t.kafka.brokers = options.brokers;
+  const topics = { ...t.topics, prefix: options.topicPrefix ?? t.topics.prefix };
+  const topic = (name: string) => `${topics.prefix}${name}`;
+
+  const backends: Record<string, BackendConfig> = {};
+  for (const [name, raw] of Object.entries(t.backends)) {
+    const parsed = backendConfigSchema.safeParse(raw);
+    if (parsed.success) backends[name] = parsed.data;
+    else problems.push(...issuesOf(parsed.error, ['backends', name]));
+  }
+  const embedders: Record<string, EmbedderConfig> = {};
+  for (const [name, raw] of Object.entries(t.embedders)) {
+    const parsed = embedderConfigSchema.safeParse(raw);
+    if (parsed.success) embedders[name] = parsed.data;
+    else problems.push(...issuesOf(parsed.error, ['embedders', name]));
+  }
+
+  const stages: ResolvedStage[] = [];
+  const seen = new Set<string>();
+  t.stages.forEach((raw, i) => {
+    const base = stageBaseSchema.safeParse(raw);
+    if (!base.success) return void problems.push(...issuesOf(base.error, ['stages', i]));
+    const definition = findStageDefinition(base.data.type);
+    if (!definition) {
+      const known = STAGE_DEFINITIONS.map((d) => d.type).join(', ');
+      return void problems.push(`stages[${i}].type: unknown stage type '${base.data.type}' (known: ${known})`);
+    }
+    const full = z.object({ ...commonStageFields, ...definition.config.shape }).strict().safeParse(raw);
+    if (!full.success) return void problems.push(...issuesOf(full.error, ['stages', i]));
+    const s = full.data as z.infer<typeof stageBaseSchema> & Record<string, unknown>;
+    if (seen.has(s.name)) problems.push(`stages[${i}].name: duplicate stage name '${s.name}'`);
+    seen.add(s.name);
+    if (definition.kind === 'processor' && !s.input) problems.push(`stages[${i}].input: stage type '${s.type}' consumes a topic; give input`);
+    if (definition.kind === 'source' && s.input) problems.push(`stages[${i}].input: stage type '${s.type}' is a source and takes no input`);
+    for (const port of Object.keys(definition.extraPorts ?? {})) {
+      if (!s.ports[port]) problems.push(`stages[${i}].ports.${port}: stage type '${s.type}' needs a topic for its '${port}' port`);
+    }
+    for (const field of ['backend', 'judge'] as const) {
+      const ref = s[field];
+      if (typeof ref === 'string' && !(ref in t.backends)) problems.push(`stages[${i}].${field}: no backend named '${ref}' in backends (have: ${Object.keys(t.backends).join(', ') || 'none'})`);
+    }
+    const embedderRef = s['embedder'];
+    if (typeof embedderRef === 'string' && !(embedderRef in t.embedders)) problems.push(`stages[${i}].embedder: no embedder named '${embedderRef}' in embedders`);
+    stages.push({
+      name: s.name,
+      type: s.type,
+      definition,
+      input: s.input === undefined ? undefined : topic(s.input),
+      ports: { out: topic(s.output), ...Object.fromEntries(Object.entries(s.ports).map(([p, name]) => [p, topic(name)])) },
+      rejects: topic(s.rejects ?? topics.rejects),
+      deadLetter: topic(s.deadLetter ?? topics.deadLetter),
+      groupId: `${topics.prefix}${t.name}.${s.name}`,
+      partitions: s.partitions ?? topics.partitions,
+      batchSize: s.batchSize,
+      concurrency: s.concurrency,
+      exactlyOnce: s.exactlyOnce,
+      retry: s.retry,
+      deadLetterAfterAttempts: s.deadLetterAfterAttempts,
+      sessionTimeoutMs: s.sessionTimeoutMs,
+      config: s,
+    });
+  });
+  if (problems.length) throw invalid(source, problems);
+  return { name: t.name, description: t.description, source, kafka: t.kafka, serde: t.serde, topics, backends, embedders, stages };
+}
+
+function invalid(source: string, problems: string[]): ConfigError {
+  const lines = problems.map((p) => `${source}: ${p}`);
+  return new ConfigError(lines.join('\n'), { file: source, problems });
+}
+
+/** All topics a topology reads or writes, with whether they are compacted. */
+export function topologyTopics(topology: Topology): Map<string, { compacted: boolean; partitions: number }> {
+  const out = new Map<string, { compacted: boolean; partitions: number }>();
+  const add = (name: string, compacted: boolean, partitions = topology.topics.partitions) => {
+    if (!out.has(name)) out.set(name, { compacted, partitions });
+  };
+  for (const stage of topology.stages) {
+    for (const [port, name] of Object.entries(stage.ports)) {
+      const compacted = port !== 'out' && Boolean(stage.definition.extraPorts?.[port]?.compacted);
+      add(name, compacted, port === 'out' ? stage.partitions : compacted ? 1 : stage.partitions);
+    }
+    if (stage.input) add(stage.input, false);
+    add(stage.rejects, false);
+    add(stage.deadLetter, false);
+  }
+  return out;
+}
