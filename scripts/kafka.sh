@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016,SC2086,SC2153  # single-quoted snippets, word-split JVM opts, vars from cluster.env
 # Local Apache Kafka (KRaft, combined broker+controller) for development and tests.
 # The broker runs from the Maven Central jars: no Docker, no tarball download.
 #
@@ -25,8 +26,9 @@
 # Broker settings worth knowing (see write_node_config):
 #   auto.create.topics.enable=false  -> a typo in a topic name fails loudly; create topics explicitly
 #                                       (`magpie topics create ...` or the admin client).
-#   num.partitions=3, default.replication.factor=min.insync.replicas-friendly values for the node count,
-#   group.initial.rebalance.delay.ms=0, group.min.session.timeout.ms=1000 (tests may use short sessions).
+#   num.partitions=3; replication factors = node count; min.insync.replicas (and transaction-state min ISR)
+#   1 on one node, 2 on three; group.initial.rebalance.delay.ms=0; group.min.session.timeout.ms=1000;
+#   broker heartbeat 500 ms / session 4 s so a stopped or killed node is fenced quickly.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -50,7 +52,7 @@ log() { printf 'kafka.sh: %s\n' "$*" >&2; }
 die() { printf 'kafka.sh: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '3,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit "${1:-2}"
 }
 
@@ -208,7 +210,7 @@ init_cluster() {
     read -r -a ports <<<"$(free_ports $((2 * nodes)))"
   fi
   ((${#ports[@]} == 2 * nodes)) || die "could not pick free ports"
-  local voters= bootstrap= i
+  local voters='' bootstrap='' i
   for ((i = 1; i <= nodes; i++)); do
     voters+="${voters:+,}$i@$HOST:${ports[2 * i - 1]}"
     bootstrap+="${bootstrap:+,}$HOST:${ports[2 * i - 2]}"
@@ -313,16 +315,16 @@ EOF
 java_cp() { echo "$LIBS/*"; }
 
 format_storage() {
-  local i pids=() rc=0
+  local i fpids=() rc=0
   for ((i = 1; i <= NODES; i++)); do
     local ndir; ndir=$(node_dir "$i")
     "$JAVA" -Xmx256m $JVM_OPTS -Dlog4j.configuration="file:$(cluster_dir)/log4j.properties" \
       -Dkafka.logs.dir="$ndir" -cp "$(java_cp)" kafka.tools.StorageTool format \
       -t "$CLUSTER_ID" -c "$ndir/server.properties" --ignore-formatted >"$ndir/format.log" 2>&1 9>&- &
-    pids+=($!)
+    fpids+=($!)
   done
-  for i in "${!pids[@]}"; do
-    if ! wait "${pids[$i]}"; then
+  for i in "${!fpids[@]}"; do
+    if ! wait "${fpids[$i]}"; then
       rc=1
       log "storage format failed for node $((i + 1)):"
       tail -n 20 "$(node_dir $((i + 1)))/format.log" >&2
@@ -428,7 +430,7 @@ tail_logs() {
 # Waits until every running node answers Metadata listing all running nodes as live brokers.
 wait_ready() {
   local -a started=("$@")
-  local deadline=$(($(date +%s) + START_TIMEOUT)) i expected= got last=
+  local deadline=$(($(date +%s) + START_TIMEOUT)) i expected='' got last=''
   while :; do
     expected=
     for ((i = 1; i <= NODES; i++)); do
@@ -461,7 +463,18 @@ wait_ready() {
   done
 }
 
-# Sends SIGTERM to the given nodes, waits up to STOP_TIMEOUT seconds, then SIGKILLs what is left.
+pid_alive() {
+  # kill -0 also succeeds for a zombie (possible where PID 1 does not reap orphans): treat it as dead.
+  kill -0 "$1" 2>/dev/null || return 1
+  local st; st=$(ps -o stat= -p "$1" 2>/dev/null || true)
+  [[ -n $st && $st != Z* ]]
+}
+
+# Sends SIGTERM (or $STOP_SIGNAL) to the given nodes, waits up to STOP_TIMEOUT seconds, then SIGKILLs the rest.
+# A KRaft node whose controller quorum is gone (e.g. the last node of a 3-node cluster being stopped) blocks
+# in shutdown indefinitely, so once fewer than a majority of the cluster's nodes are running the remaining
+# ones only get KAFKA_QUORUMLESS_GRACE seconds (default 3) before SIGKILL. Killed nodes recover their logs
+# on the next start (the page cache keeps what they wrote), which is fine for a local cluster.
 stop_nodes() {
   local n pid
   local -A pids=()
@@ -472,15 +485,32 @@ stop_nodes() {
     fi
   done
   ((${#pids[@]})) || return 0
-  local deadline=$(($(date +%s) + STOP_TIMEOUT))
+  local now deadline=$(($(date +%s) + STOP_TIMEOUT)) majority=$((NODES / 2 + 1)) quorumless=
   while :; do
-    local alive=()
-    for n in "${!pids[@]}"; do kill -0 "${pids[$n]}" 2>/dev/null && alive+=("$n"); done
+    local alive=() running=0 i
+    for n in "${!pids[@]}"; do pid_alive "${pids[$n]}" && alive+=("$n"); done
     ((${#alive[@]})) || break
-    if (($(date +%s) >= deadline)); then
-      log "node(s) ${alive[*]} still running after ${STOP_TIMEOUT}s: SIGKILL"
+    now=$(date +%s)
+    if [[ -z $quorumless ]]; then
+      for ((i = 1; i <= NODES; i++)); do node_running "$i" && running=$((running + 1)); done
+      if ((running < majority)); then
+        quorumless=1
+        local grace=$((now + ${KAFKA_QUORUMLESS_GRACE:-3}))
+        ((grace < deadline)) && deadline=$grace
+      fi
+    fi
+    if ((now >= deadline)); then
+      if [[ -n $quorumless ]]; then
+        log "node(s) ${alive[*]} cannot finish shutting down without a controller quorum: SIGKILL"
+      else
+        log "node(s) ${alive[*]} still running after ${STOP_TIMEOUT}s: SIGKILL"
+      fi
       for n in "${alive[@]}"; do kill -KILL "${pids[$n]}" 2>/dev/null || true; done
-      sleep 0.5
+      for ((i = 0; i < 25; i++)); do
+        local any=0; for n in "${alive[@]}"; do pid_alive "${pids[$n]}" && any=1; done
+        ((any)) || break
+        sleep 0.2
+      done
       break
     fi
     sleep 0.2

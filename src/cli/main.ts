@@ -5,6 +5,7 @@ import { registerTopics } from './commands/topics.js';
 import { registerTopology } from './commands/topology.js';
 import { registerProduce } from './commands/produce.js';
 import { registerTail } from './commands/tail.js';
+import { registerSchemas } from './commands/schemas.js';
 
 const program = new Command('magpie')
   .description('Streaming Magpie alignment-data synthesis on Apache Kafka')
@@ -19,6 +20,7 @@ registerTopics(program);
 registerTopology(program);
 registerProduce(program);
 registerTail(program);
+registerSchemas(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,4 +1,4 @@
-import type { Kafka } from 'kafkajs';
+import type { Admin, Kafka } from 'kafkajs';
 import type { Logger } from '../core/logger.js';
 
 export interface TopicSpec {
@@ -17,8 +17,9 @@ export async function ensureTopics(kafka: Kafka, specs: TopicSpec[], logger?: Lo
     const existing = new Set(await admin.listTopics());
     const missing = specs.filter((s) => !existing.has(s.name));
     if (missing.length === 0) return [];
+    // waitForLeaders: true races on multi-broker clusters (kafkajs #815); poll the metadata instead.
     await admin.createTopics({
-      waitForLeaders: true,
+      waitForLeaders: false,
       topics: missing.map((s) => ({
         topic: s.name,
         numPartitions: s.partitions,
@@ -26,10 +27,25 @@ export async function ensureTopics(kafka: Kafka, specs: TopicSpec[], logger?: Lo
         configEntries: Object.entries({ ...(s.configs ?? {}), ...(s.compacted ? { 'cleanup.policy': 'compact' } : {}) }).map(([name, value]) => ({ name, value })),
       })),
     });
+    await waitForLeaders(admin, missing.map((s) => s.name));
     logger?.info({ topics: missing.map((s) => s.name) }, 'created topics');
     return missing.map((s) => s.name);
   } finally {
     await admin.disconnect();
+  }
+}
+
+async function waitForLeaders(admin: Admin, topics: string[], timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const { topics: meta } = await admin.fetchTopicMetadata({ topics });
+      if (meta.length === topics.length && meta.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
+    } catch (err) {
+      if (!(err as { retriable?: boolean }).retriable || Date.now() > deadline) throw err;
+    }
+    if (Date.now() > deadline) throw new Error(`topics ${topics.join(', ')} have no leaders after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 200));
   }
 }
 

@@ -137,6 +137,15 @@ export interface DeadLetter {
   failed_at: number;
 }
 
+/** One vector of the near-duplicate stage's index, in insertion order: its compacted changelog. Replaying the entries in offset order rebuilds the same index. */
+export interface IndexEntry {
+  /** The record whose instruction this is; also the message key. */
+  uuid: string;
+  /** Insertion number in the index, from 0 without gaps. */
+  seq: number;
+  embedding: number[];
+}
+
 /** A record a stage decided not to pass on (clean-up or filter rule), with the rule it failed. Rejects are data, not errors. */
 export interface Rejected {
   stage: string;
@@ -162,5 +171,6 @@ export interface RecordTypes {
   'magpie.Instruction': Instruction;
   'magpie.Conversation': Conversation;
   'magpie.DeadLetter': DeadLetter;
+  'magpie.IndexEntry': IndexEntry;
   'magpie.Rejected': Rejected;
 }

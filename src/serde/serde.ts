@@ -1,8 +1,11 @@
+import type { Kafka } from 'kafkajs';
 import { ConfigError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
 import { defaultSchemaSet, type SchemaSet } from './avro.js';
 import type { RecordHeaders, RecordSource } from './codec.js';
 import { ConfluentSerde, type RegistryOptions } from './confluent-serde.js';
 import { EmbeddedSerde } from './embedded-serde.js';
+import { KafkaSchemaStore } from './kafka-schema-store.js';
 import { InMemorySchemaStore, type SchemaStore } from './schema-store.js';
 import type { SchemaName } from './schemas.js';
 
@@ -29,24 +32,47 @@ export interface RecordSerde {
   close(): Promise<void>;
 }
 
+/** A topology's `serde:` block (src/topology/schema.ts), validated there. */
+export interface SerdeConfig {
+  schemaTopic?: string;
+  registry?: { url: string; usernameEnv?: string; passwordEnv?: string };
+}
+
 export interface SerdeOptions {
   /** Schemas to write with and read as; default: schemas/ at the package root. */
   schemas?: SchemaSet;
+  /** Chooses the format: a registry means the Confluent wire format, else the embedded one. */
+  config?: SerdeConfig;
+  /** Client for the embedded format's schema store topic (config.schemaTopic, default _magpie-schemas). */
+  kafka?: Kafka;
+  /** Overrides config.registry (credentials given directly rather than through environment variables). */
+  registry?: RegistryOptions;
   /**
-   * Embedded format: where writer schemas are published and looked up by fingerprint. The serde owns it
-   * and closes it. Default: in memory, which only resolves schema versions this process wrote itself;
-   * use a KafkaSchemaStore when producers and consumers are separate processes.
+   * Overrides the Kafka schema store; the serde closes it. Without either, an in-memory store only
+   * resolves schema versions this process wrote itself.
    */
   schemaStore?: SchemaStore;
-  /** Confluent Schema Registry: records use the Confluent wire format instead of magpie headers. */
-  registry?: RegistryOptions;
+  logger?: Logger;
 }
 
 export function createSerde(options: SerdeOptions = {}): RecordSerde {
   const schemas = options.schemas ?? defaultSchemaSet();
-  if (options.registry) {
-    if (options.schemaStore) throw new ConfigError('serde: set either registry (Confluent wire format) or schemaStore (embedded format), not both');
-    return new ConfluentSerde(schemas, options.registry);
-  }
-  return new EmbeddedSerde(schemas, options.schemaStore ?? new InMemorySchemaStore());
+  const registry = options.registry ?? registryFromConfig(options.config?.registry);
+  if (registry) return new ConfluentSerde(schemas, registry);
+  const logger = options.logger?.child({ component: 'serde' });
+  const store =
+    options.schemaStore ??
+    (options.kafka ? new KafkaSchemaStore(options.kafka, { topic: options.config?.schemaTopic, logger }) : new InMemorySchemaStore());
+  return new EmbeddedSerde(schemas, store);
+}
+
+function registryFromConfig(config: SerdeConfig['registry']): RegistryOptions | undefined {
+  if (!config) return undefined;
+  const secret = (envName: string | undefined, field: string) => {
+    if (envName === undefined) return undefined;
+    const value = process.env[envName];
+    if (value === undefined) throw new ConfigError(`serde.registry.${field}: environment variable ${envName} is not set`, { envName });
+    return value;
+  };
+  return { url: config.url, username: secret(config.usernameEnv, 'usernameEnv'), password: secret(config.passwordEnv, 'passwordEnv') };
 }

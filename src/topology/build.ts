@@ -40,6 +40,31 @@ export function routeTarget(stage: ResolvedStage): RouteTarget {
   };
 }
 
+/** Loads the model on first use, so stages can be created synchronously and loading errors reach the runner. */
+class LazyEmbedder implements Embedder {
+  private loading: Promise<Embedder> | undefined;
+  private loaded: Embedder | undefined;
+
+  constructor(
+    readonly model: string,
+    private readonly load: () => Promise<Embedder>,
+  ) {}
+
+  get dimensions(): number {
+    if (!this.loaded) throw new Error(`embedder ${this.model} is not loaded yet`);
+    return this.loaded.dimensions;
+  }
+
+  async embed(texts: string[]): Promise<Float32Array[]> {
+    this.loading ??= this.load().then((e) => (this.loaded = e));
+    return (await this.loading).embed(texts);
+  }
+
+  async close(): Promise<void> {
+    await this.loaded?.close();
+  }
+}
+
 /** Shared, lazily created resources of one process: backends and embedders are loaded once, on first use. */
 export class Resources {
   private readonly backends = new Map<string, InferenceBackend>();
@@ -68,7 +93,7 @@ export class Resources {
         if (existing) return existing;
         const config = this.topology.embedders[name];
         if (!config) throw new ConfigError(`stage ${stageName}: no embedder named '${name}'`);
-        const created = createEmbedder(config, this.logger.child({ embedder: name }));
+        const created = new LazyEmbedder(config.model, () => createEmbedder(config));
         this.embedders.set(name, created);
         return created;
       },

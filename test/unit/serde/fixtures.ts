@@ -1,0 +1,116 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { DEFAULT_SCHEMA_DIR, createSchemaSet, type SchemaSet } from '../../../src/serde/avro.js';
+import type { Conversation, DeadLetter, IndexEntry, Instruction, Rejected } from '../../../src/serde/records.generated.js';
+import type { SchemaName } from '../../../src/serde/schemas.js';
+
+export const instruction: Instruction = {
+  uuid: '6f1c2a8e-3b7d-4e59-9a10-2c4d5e6f7a8b',
+  model: 'Qwen/Qwen2.5-0.5B-Instruct',
+  gen_input_configs: {
+    temperature: 1,
+    top_p: 1,
+    max_tokens: 512,
+    input_generator: 'llama.cpp:qwen2.5-0.5b-instruct-q4_k_m.gguf',
+    seed: 42,
+    template_family: 'chatml',
+    pre_query_template: '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n',
+    system_prompt: 'You are a helpful assistant.',
+  },
+  instruction: 'How do I reverse a linked list in place, and what is its time complexity? 🤔',
+  finish_reason: 'stop',
+  instruction_tokens: 21,
+  created_at: 1_764_000_000_123,
+};
+
+export const conversation: Conversation = {
+  uuid: instruction.uuid,
+  model: instruction.model,
+  gen_input_configs: instruction.gen_input_configs,
+  instruction: instruction.instruction,
+  response: 'Walk the list once, pointing each node back at its predecessor. It runs in O(n) time and O(1) space.',
+  conversations: [
+    { from: 'human', value: instruction.instruction },
+    { from: 'gpt', value: 'Walk the list once, pointing each node back at its predecessor. It runs in O(n) time and O(1) space.' },
+  ],
+  gen_response_configs: { temperature: 0, top_p: 1, max_tokens: 2048, repetition_penalty: 1, output_generator: 'llama.cpp:qwen2.5-0.5b-instruct-q4_k_m.gguf' },
+  instruction_finish_reason: 'stop',
+  response_finish_reason: 'stop',
+  instruction_tokens: 21,
+  response_tokens: 27,
+  instruction_length: 76,
+  response_length: 101,
+  task_category: 'Coding & Debugging',
+  other_task_category: ['Reasoning', 'Information seeking'],
+  intent: 'The user wants to reverse a linked list in place.',
+  knowledge: 'Linked lists and pointer manipulation.',
+  difficulty: 'easy',
+  input_quality: 'good',
+  quality_explanation: 'Clear and specific.',
+  llama_guard_2: 'safe',
+  instruct_reward: 3.25,
+  reward_model: 'sfairXC/FsfairX-LLaMA3-RM-v0.1',
+  language: 'en',
+  // Exactly representable as float32, so the round trip is exact.
+  embedding: [0.5, -0.25, 0.125, 0],
+  embedding_model: 'Xenova/all-MiniLM-L6-v2',
+  min_neighbor_distance: 0.4375,
+  min_similar_uuid: '0b7e1c55-aaaa-4bbb-8ccc-000000000001',
+  repeat_count: 0,
+  is_duplicate: false,
+  tag_failures: [{ tag: 'reward', reason: 'INFERENCE_TIMEOUT: reward model did not answer in 60 s' }],
+  created_at: 1_764_000_000_456,
+};
+
+export const deadLetter: DeadLetter = {
+  stage: 'respond',
+  code: 'SERDE_CORRUPT',
+  reason: 'record at magpie.instructions[2]@17 does not decode',
+  source_topic: 'magpie.instructions',
+  source_partition: 2,
+  source_offset: 17,
+  source_key: Buffer.from(instruction.uuid),
+  source_headers: { 'magpie-schema': 'magpie.Instruction', 'magpie-schema-fp': 'ab'.repeat(32) },
+  original: Buffer.from([0x02, 0xff, 0x00, 0x10]),
+  attempts: 3,
+  failed_at: 1_764_000_001_000,
+};
+
+export const rejected: Rejected = {
+  stage: 'clean',
+  rule: 'template_leak',
+  reason: 'instruction contains <|im_start|>',
+  uuid: instruction.uuid,
+  record_json: JSON.stringify(instruction),
+  source_topic: 'magpie.instructions',
+  source_partition: 0,
+  source_offset: 5,
+  rejected_at: 1_764_000_002_000,
+};
+
+export const indexEntry: IndexEntry = { uuid: instruction.uuid, seq: 2 ** 40, embedding: conversation.embedding! };
+
+export const EXAMPLES: Record<SchemaName, unknown> = {
+  'magpie.Instruction': instruction,
+  'magpie.Conversation': conversation,
+  'magpie.DeadLetter': deadLetter,
+  'magpie.Rejected': rejected,
+  'magpie.IndexEntry': indexEntry,
+};
+
+/** The JSON of every schemas/*.avsc file, freshly parsed so a test may change it. */
+export function schemaJsons(): { name: string; fields: unknown[] }[] {
+  return readdirSync(DEFAULT_SCHEMA_DIR)
+    .filter((f) => f.endsWith('.avsc'))
+    .map((f) => JSON.parse(readFileSync(join(DEFAULT_SCHEMA_DIR, f), 'utf8')) as { name: string; fields: unknown[] });
+}
+
+/** The current schemas with one extra field added to Conversation. */
+export function schemasWithConversationField(field: Record<string, unknown>): SchemaSet {
+  const jsons = schemaJsons();
+  jsons.find((s) => s.name === 'Conversation')!.fields.push(field);
+  return createSchemaSet(jsons);
+}
+
+/** The evolution the tests use: an optional tag a newer pipeline version adds. */
+export const NEW_TAG_FIELD = { name: 'new_tag', type: ['null', 'string'], default: null };
