@@ -39,7 +39,12 @@ export interface RouteTarget {
   deadLetter: string;
   retry: RetryConfig;
   deadLetterAfterAttempts: number;
+  /** Largest record the broker accepts (message.max.bytes); bigger outputs are dead-lettered, not sent. */
+  maxMessageBytes?: number;
 }
+
+/** Kafka's default message.max.bytes less room for the batch header. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 1_000_000;
 
 export type ProcessFn<I, O> = (batch: InputRecord<I>[], ctx: StageContext) => Promise<Outcome<O>[]>;
 
@@ -114,6 +119,8 @@ export async function routeBatch<I, O>(
           const schema = target.portSchemas[port];
           if (!topic || !schema) throw new MagpieError('STAGE_BAD_PORT', `stage ${target.name} emitted to unknown port '${port}'`);
           const encoded = await serde.encode(schema, rec.value, topic);
+          const limit = target.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+          if (encoded.value.length > limit) throw new MagpieError('OUTPUT_TOO_LARGE', `output record for port '${port}' is ${encoded.value.length} bytes, over the ${limit}-byte limit of the broker`);
           const key = rec.key ?? raw.key ?? uuidOf(rec.value) ?? null;
           messages.push([topic, { key, value: encoded.value, headers: encoded.headers }]);
         }
@@ -148,17 +155,20 @@ export async function routeBatch<I, O>(
   return { byTopic, counts };
 }
 
-export async function deadLetterMessage(serde: RecordSerde, target: Pick<RouteTarget, 'name' | 'deadLetter'>, raw: RawRecord, code: string, reason: string, attempts: number): Promise<OutboundMessage> {
+export async function deadLetterMessage(serde: RecordSerde, target: Pick<RouteTarget, 'name' | 'deadLetter' | 'maxMessageBytes'>, raw: RawRecord, code: string, reason: string, attempts: number): Promise<OutboundMessage> {
+  // The dead letter must itself fit in a Kafka record: an oversized original is cut, and the reason says so.
+  const room = (target.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES) - 16_384;
+  const cut = raw.value !== null && raw.value.length > room;
   const value = {
     stage: target.name,
     code,
-    reason,
+    reason: cut ? `${reason} (original cut from ${raw.value!.length} to ${room} bytes)` : reason,
     source_topic: raw.topic,
     source_partition: raw.partition,
     source_offset: Number(raw.offset),
     source_key: raw.key,
     source_headers: raw.headers,
-    original: raw.value,
+    original: cut ? raw.value!.subarray(0, room) : raw.value,
     attempts,
     failed_at: Date.now(),
   };

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { errorMessage } from '../core/errors.js';
 import { sleep, withRetry } from '../core/retry.js';
 import type { InferenceBackend } from '../inference/backend.js';
-import { resolveTemplate, templateConfigSchema } from '../inference/templates.js';
+import { resolveTemplate, templateConfigSchema, type ResolvedTemplate } from '../inference/templates.js';
 import type { Instruction } from '../serde/records.generated.js';
 import { cleanInstruction, cleanupConfigSchema, DEFAULT_CLEANUP } from './instruction-cleanup.js';
 import { defineSource, reject, type Outcome, type Source, type StageContext } from './stage.js';
@@ -34,12 +34,17 @@ const config = z.object({
 
 type Config = z.infer<typeof config>;
 
+/** The first template string (special token or assistant header) found in generated user text. */
+export function templateLeak(resolved: ResolvedTemplate, text: string): string | undefined {
+  return resolved.template.leaks(text)[0] ?? resolved.template.assistantLeaks(text)[0];
+}
+
 /**
  * Magpie step 1: send only the pre-query template as a raw completion prompt, so the aligned model writes a
  * user query by itself. Keeps `inFlight` requests running and hands out results as they complete.
  */
 export class InstructionGenerator implements Source<Instruction> {
-  private readonly template;
+  private readonly resolved: ResolvedTemplate;
   private readonly prompt: string;
   private readonly ready: Outcome<Instruction>[] = [];
   private inflight = 0;
@@ -53,8 +58,8 @@ export class InstructionGenerator implements Source<Instruction> {
     private readonly backend: InferenceBackend,
     private readonly config: Config,
   ) {
-    this.template = resolveTemplate(config.template);
-    this.prompt = this.template.preQuery;
+    this.resolved = resolveTemplate(config.template);
+    this.prompt = this.resolved.instructionPrompt;
   }
 
   private get exhausted(): boolean {
@@ -95,8 +100,8 @@ export class InstructionGenerator implements Source<Instruction> {
         temperature: sampling.temperature,
         topP: sampling.topP,
         maxTokens: sampling.maxTokens,
-        stop: this.template.stop,
-        stopTokenIds: this.template.stopTokenIds,
+        stop: [...this.resolved.template.stop],
+        stopTokenIds: [...this.resolved.template.stopTokenIds],
         signal: ctx.signal,
         ...(seed === undefined ? {} : { seed }),
       }),
@@ -106,7 +111,7 @@ export class InstructionGenerator implements Source<Instruction> {
       },
     );
     return completions.map((c, i) => {
-      const verdict = cleanInstruction(c.text, c.finishReason, (t) => this.template.leaks(t), this.config.cleanup);
+      const verdict = cleanInstruction(c.text, c.finishReason, (t) => templateLeak(this.resolved, t), this.config.cleanup);
       const record: Instruction = {
         uuid: randomUUID(),
         model: this.backend.model,
@@ -116,9 +121,9 @@ export class InstructionGenerator implements Source<Instruction> {
           max_tokens: sampling.maxTokens,
           input_generator: this.backend.id,
           seed: seed === undefined ? null : seed * 1000 + i,
-          template_family: this.template.family,
+          template_family: this.resolved.template.name,
           pre_query_template: this.prompt,
-          system_prompt: this.template.systemPrompt ?? null,
+          system_prompt: this.resolved.systemPrompt ?? null,
         },
         instruction: verdict.text,
         finish_reason: c.finishReason,

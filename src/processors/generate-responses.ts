@@ -5,6 +5,7 @@ import type { ChatMessage, InferenceBackend, Sampling } from '../inference/backe
 import { resolveTemplate, templateConfigSchema, type ResolvedTemplate } from '../inference/templates.js';
 import type { Conversation, Instruction, Turn } from '../serde/records.generated.js';
 import { cleanInstruction, cleanupConfigSchema, DEFAULT_CLEANUP } from './instruction-cleanup.js';
+import { templateLeak } from './generate-instructions.js';
 import { defineProcessor, reject, type Outcome, type StageContext } from './stage.js';
 
 const samplingSchema = z
@@ -38,24 +39,27 @@ type Config = z.infer<typeof config>;
 
 /** Magpie step 2 (and 3): answers each instruction with the same model, through its full chat template. */
 export class ResponseGenerator {
-  private readonly template: ResolvedTemplate;
+  private readonly resolved: ResolvedTemplate;
 
   constructor(
     private readonly backend: InferenceBackend,
     private readonly config: Config,
   ) {
-    this.template = resolveTemplate(config.template);
+    this.resolved = resolveTemplate(config.template);
   }
 
   private async generate(messages: ChatMessage[], sampling: Sampling, ctx: StageContext, followUp: boolean) {
     const common = { temperature: sampling.temperature, topP: sampling.topP, maxTokens: sampling.maxTokens, repetitionPenalty: sampling.repetitionPenalty ?? 1, signal: ctx.signal };
+    const template = this.resolved.template;
+    const stop = [...template.stop];
+    const stopTokenIds = [...template.stopTokenIds];
     const call = () => {
       if (followUp) {
         // The model writes the next user turn: the conversation so far, then the template's user header.
-        return this.backend.complete({ ...common, prompt: this.template.followUpPrompt(messages), stop: this.template.stop, stopTokenIds: this.template.stopTokenIds });
+        return this.backend.complete({ ...common, prompt: template.multiTurnPreQuery(messages), stop, stopTokenIds });
       }
       if (this.config.mode === 'chat') return this.backend.chat({ ...common, messages });
-      return this.backend.complete({ ...common, prompt: this.template.formatConversation(messages), stop: this.template.stop, stopTokenIds: this.template.stopTokenIds });
+      return this.backend.complete({ ...common, prompt: template.formatConversation(messages, { addGenerationPrompt: true }), stop, stopTokenIds });
     };
     const [first] = await withRetry(call, {
       attempts: 4, initialDelayMs: 500, maxDelayMs: 10_000, signal: ctx.signal,
@@ -94,7 +98,7 @@ export class ResponseGenerator {
       }
       if (turn >= this.config.turns) break;
       const next = await this.generate(messages, this.config.followUpSampling, ctx, true);
-      const verdict = cleanInstruction(next.text, next.finishReason, (t) => this.template.leaks(t), this.config.cleanup);
+      const verdict = cleanInstruction(next.text, next.finishReason, (t) => templateLeak(this.resolved, t), this.config.cleanup);
       if (verdict.rejected) return reject(`follow_up_${verdict.rejected.rule}`, `turn ${turn + 1}: ${verdict.rejected.reason}`, ins);
       user = verdict.text;
     }

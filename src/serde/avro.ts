@@ -55,11 +55,16 @@ export interface SchemaSet {
   fingerprint(name: SchemaName): string;
 }
 
+export interface SchemaSetOptions {
+  /** Accept a set without every record of SCHEMA_NAMES (a released version predating a record); getType throws for the missing ones. */
+  partial?: boolean;
+}
+
 /**
  * Builds avsc types from schema JSON in any order; a schema may use named types another one defines
  * (conversation.avsc uses magpie.GenInputConfigs from instruction.avsc). `labels` name the sources in errors.
  */
-export function createSchemaSet(schemas: readonly unknown[], labels: readonly string[] = schemas.map((_, i) => `schema #${i}`)): SchemaSet {
+export function createSchemaSet(schemas: readonly unknown[], labels: readonly string[] = schemas.map((_, i) => `schema #${i}`), options: SchemaSetOptions = {}): SchemaSet {
   const registry: Record<string, Type> = {};
   const byName = new Map<string, { type: Type; fingerprint: string }>();
   const types = dependencyOrder(schemas, labels).map((i) => {
@@ -74,7 +79,7 @@ export function createSchemaSet(schemas: readonly unknown[], labels: readonly st
     return type;
   });
   const missing = SCHEMA_NAMES.filter((name) => !byName.has(name));
-  if (missing.length > 0) {
+  if (missing.length > 0 && !options.partial) {
     throw new ConfigError(`no schema defines ${missing.join(', ')}: every record in SCHEMA_NAMES needs a top-level .avsc file`, { missing });
   }
   const entry = (name: SchemaName) => {
@@ -86,7 +91,7 @@ export function createSchemaSet(schemas: readonly unknown[], labels: readonly st
 }
 
 /** Reads every *.avsc file of `dir`; errors name the file. */
-export function loadSchemaSet(dir: string = DEFAULT_SCHEMA_DIR): SchemaSet {
+export function loadSchemaSet(dir: string = DEFAULT_SCHEMA_DIR, options: SchemaSetOptions = {}): SchemaSet {
   const files = readdirSync(dir).filter((f) => f.endsWith('.avsc')).sort();
   const schemas = files.map((file) => {
     try {
@@ -95,7 +100,7 @@ export function loadSchemaSet(dir: string = DEFAULT_SCHEMA_DIR): SchemaSet {
       throw new ConfigError(`${join(dir, file)}: ${(err as Error).message}`, { file });
     }
   });
-  return createSchemaSet(schemas, files.map((f) => join(dir, f)));
+  return createSchemaSet(schemas, files.map((f) => join(dir, f)), options);
 }
 
 let defaultSet: SchemaSet | undefined;

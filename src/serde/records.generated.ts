@@ -146,6 +146,61 @@ export interface IndexEntry {
   embedding: number[];
 }
 
+/** Magpie preference data (DPO): several sampled responses to one instruction, scored by a reward model; the highest is chosen, the lowest rejected. */
+export interface PreferencePair {
+  /** The instruction's uuid. */
+  uuid: string;
+  /** Model that wrote the candidate responses. */
+  model: string;
+  gen_input_configs: GenInputConfigs;
+  instruction: string;
+  /** The candidate with the highest reward. */
+  chosen: string;
+  /** The candidate with the lowest reward. */
+  rejected: string;
+  chosen_reward: number;
+  rejected_reward: number;
+  /** Every scored candidate in sampling order, chosen and rejected among them. */
+  candidates: ScoredResponse[];
+  reward_model: string;
+  gen_response_configs: GenResponseConfigs;
+  /** Tags below are carried from a tagged input (magpie.Conversation); null for a bare instruction. Default: null. */
+  task_category: string | null;
+  /** Default: []. */
+  other_task_category: string[];
+  /** Default: null. */
+  intent: string | null;
+  /** Default: null. */
+  knowledge: string | null;
+  /** Default: null. */
+  difficulty: string | null;
+  /** Default: null. */
+  input_quality: string | null;
+  /** Default: null. */
+  quality_explanation: string | null;
+  /** Default: null. */
+  llama_guard_2: string | null;
+  /** Default: null. */
+  language: string | null;
+  /** Default: null. */
+  min_neighbor_distance: number | null;
+  /** Default: null. */
+  min_similar_uuid: string | null;
+  /** Default: null. */
+  repeat_count: number | null;
+  /** Milliseconds since the Unix epoch. */
+  created_at: number;
+}
+
+export interface ScoredResponse {
+  response: string;
+  reward: number;
+  /** stop | length; length means the response was truncated. Default: "stop". */
+  finish_reason: string;
+  /** Default: 0. */
+  tokens: number;
+}
+
 /** A record a stage decided not to pass on (clean-up or filter rule), with the rule it failed. Rejects are data, not errors. */
 export interface Rejected {
   stage: string;
@@ -172,5 +227,6 @@ export interface RecordTypes {
   'magpie.Conversation': Conversation;
   'magpie.DeadLetter': DeadLetter;
   'magpie.IndexEntry': IndexEntry;
+  'magpie.PreferencePair': PreferencePair;
   'magpie.Rejected': Rejected;
 }

@@ -11,7 +11,7 @@ export function checkSchemaCompatibility(releasedDir = join(DEFAULT_SCHEMA_DIR, 
   const problems: string[] = [];
   const versions = readdirSync(releasedDir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
   for (const version of versions) {
-    const released = loadSchemaSet(join(releasedDir, version));
+    const released = loadSchemaSet(join(releasedDir, version), { partial: true });
     for (const name of SCHEMA_NAMES) {
       let old;
       try {

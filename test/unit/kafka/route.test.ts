@@ -117,3 +117,13 @@ describe('routeBatch', () => {
     expect(dead[0]!.code).toBe('STAGE_CONTRACT');
   });
 });
+
+describe('routeBatch size limits', () => {
+  it('dead-letters an output larger than the broker accepts, with the size in the reason', async () => {
+    const routed = await routeBatch(await raws(2), async (b: InputRecord<Instruction>[]) => b.map((r, i) => ({ kind: 'emit' as const, records: [{ value: i === 1 ? { ...r.value, instruction: 'x'.repeat(5_000) } : r.value }] })), serde, { ...target, maxMessageBytes: 2_000 }, ctx());
+    expect(routed.counts).toMatchObject({ out: 1, deadLettered: 1 });
+    const dead = await decodeAll('dlq-topic', routed, 'magpie.DeadLetter');
+    expect(dead[0]).toMatchObject({ code: 'OUTPUT_TOO_LARGE', source_offset: 1 });
+    expect(dead[0]!.reason).toMatch(/over the 2000-byte limit/);
+  });
+});

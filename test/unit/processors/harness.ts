@@ -64,3 +64,56 @@ export function mainValues<T>(outcomes: { kind: string; records?: { value: unkno
     return main[0]!.value as T;
   });
 }
+
+/** Deterministic pseudo-random numbers in [0, 1) (mulberry32). */
+export function seededRandom(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A unit vector of `dimensions` random components. */
+export function randomUnitVector(random: () => number, dimensions: number): Float32Array {
+  const v = new Float32Array(dimensions);
+  let norm = 0;
+  for (let i = 0; i < dimensions; i++) {
+    v[i] = random() * 2 - 1;
+    norm += v[i]! * v[i]!;
+  }
+  norm = Math.sqrt(norm);
+  for (let i = 0; i < dimensions; i++) v[i] = v[i]! / norm;
+  return v;
+}
+
+/**
+ * Bag-of-words embedder: each lower-cased word adds a fixed random direction, so texts sharing most words
+ * are close and identical texts coincide. Deterministic, no model.
+ */
+export class HashingEmbedder implements Embedder {
+  readonly model = 'test/hashing-bow';
+  readonly calls: string[][] = [];
+
+  constructor(readonly dimensions = 32) {}
+
+  async embed(texts: string[]): Promise<Float32Array[]> {
+    this.calls.push(texts);
+    return texts.map((text) => {
+      const sum = new Float32Array(this.dimensions);
+      for (const word of text.toLowerCase().match(/[a-z0-9]+/g) ?? []) {
+        let h = 2166136261;
+        for (let i = 0; i < word.length; i++) h = Math.imul(h ^ word.charCodeAt(i), 16777619);
+        const dir = randomUnitVector(seededRandom(h), this.dimensions);
+        for (let i = 0; i < this.dimensions; i++) sum[i] = sum[i]! + dir[i]!;
+      }
+      const norm = Math.hypot(...sum) || 1;
+      return sum.map((x) => x / norm);
+    });
+  }
+
+  async close(): Promise<void> {}
+}

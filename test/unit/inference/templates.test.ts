@@ -1,0 +1,273 @@
+import { describe, expect, it } from 'vitest';
+import {
+  SYSTEM_PROMPTS,
+  TEMPLATE_FAMILIES,
+  detectFamily,
+  familyTemplate,
+  resolveTemplate,
+  templateConfigSchema,
+  type TemplateFamily,
+} from '../../../src/inference/templates.js';
+import type { ChatMessage } from '../../../src/inference/backend.js';
+
+const VICUNA_SYSTEM =
+  "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.";
+
+const conversation: ChatMessage[] = [
+  { role: 'system', content: 'SYS' },
+  { role: 'user', content: 'U1' },
+  { role: 'assistant', content: 'A1' },
+  { role: 'user', content: 'U2' },
+];
+
+interface Expected {
+  preQuery: string;
+  preQueryWithSystem: string;
+  mtAppend: string;
+  /** formatConversation(conversation) with the generation prompt. */
+  conversation: string;
+  stop: string[];
+  stopTokenIds: number[];
+  bos: string | null;
+}
+
+// Pre-query strings and stop tokens are the Magpie reference config's; conversations are each model's format.
+const EXPECTED: Record<TemplateFamily, Expected> = {
+  llama3: {
+    preQuery: '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n',
+    preQueryWithSystem: '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nSYS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n',
+    mtAppend: '<|start_header_id|>user<|end_header_id|>\n\n',
+    conversation:
+      '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nSYS<|eot_id|>' +
+      '<|start_header_id|>user<|end_header_id|>\n\nU1<|eot_id|>' +
+      '<|start_header_id|>assistant<|end_header_id|>\n\nA1<|eot_id|>' +
+      '<|start_header_id|>user<|end_header_id|>\n\nU2<|eot_id|>' +
+      '<|start_header_id|>assistant<|end_header_id|>\n\n',
+    stop: ['<|eot_id|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>'],
+    stopTokenIds: [128009, 128001, 128006, 128007],
+    bos: '<|begin_of_text|>',
+  },
+  chatml: {
+    preQuery: '<|im_start|>user\n',
+    preQueryWithSystem: '<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\n',
+    mtAppend: '<|im_start|>user\n',
+    conversation:
+      '<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\nU1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n' +
+      '<|im_start|>user\nU2<|im_end|>\n<|im_start|>assistant\n',
+    stop: ['<|im_start|>', '<|im_end|>', '<|endoftext|>'],
+    stopTokenIds: [],
+    bos: null,
+  },
+  gemma2: {
+    preQuery: '<bos><start_of_turn>user\n\n',
+    preQueryWithSystem: '<bos><start_of_turn>user\nSYS\n\n',
+    mtAppend: '<start_of_turn>user\n',
+    conversation:
+      '<bos><start_of_turn>user\nSYS\n\nU1<end_of_turn>\n<start_of_turn>model\nA1<end_of_turn>\n' +
+      '<start_of_turn>user\nU2<end_of_turn>\n<start_of_turn>model\n',
+    stop: ['<eos>', '<bos>', '<end_of_turn>'],
+    stopTokenIds: [1, 2, 107],
+    bos: '<bos>',
+  },
+  gemma: {
+    preQuery: '<bos><start_of_turn>user\n',
+    preQueryWithSystem: '<bos><start_of_turn>user\nSYS\n\n',
+    mtAppend: '<start_of_turn>user\n',
+    conversation:
+      '<bos><start_of_turn>user\nSYS\n\nU1<end_of_turn>\n<start_of_turn>model\nA1<end_of_turn>\n' +
+      '<start_of_turn>user\nU2<end_of_turn>\n<start_of_turn>model\n',
+    stop: ['<eos>', '<bos>', '<start_of_turn>', '<end_of_turn>'],
+    stopTokenIds: [1, 2, 106, 107],
+    bos: '<bos>',
+  },
+  phi3: {
+    preQuery: '<s> <|user|>\n',
+    preQueryWithSystem: '<s><|system|>\nSYS<|end|>\n<|user|>\n',
+    mtAppend: '<|user|>\n',
+    conversation:
+      '<s><|system|>\nSYS<|end|>\n<|user|>\nU1<|end|>\n<|assistant|>\nA1<|end|>\n<|user|>\nU2<|end|>\n<|assistant|>\n',
+    stop: ['</s>', '<s>', '<unk>', '<|endoftext|>', '<|user|>', '<|assistant|>', '<|system|>', '<|end|>'],
+    stopTokenIds: [2, 1, 0, 32000, 32001, 32006, 32007, 32010],
+    bos: '<s>',
+  },
+  mistral: {
+    preQuery: '<s> [INST] ',
+    preQueryWithSystem: '<s>[INST] SYS\n\n',
+    mtAppend: '[INST] ',
+    conversation: '<s>[INST] SYS\n\nU1[/INST] A1</s>[INST] U2[/INST]',
+    stop: ['<s>', '</s>', '[INST]', '[/INST]'],
+    stopTokenIds: [1, 2, 3, 4],
+    bos: '<s>',
+  },
+  llama2: {
+    preQuery: '<s> [INST] ',
+    preQueryWithSystem: '<s>[INST] <<SYS>>\nSYS\n<</SYS>>\n\n',
+    mtAppend: '<s>[INST] ',
+    conversation: '<s>[INST] <<SYS>>\nSYS\n<</SYS>>\n\nU1 [/INST] A1 </s><s>[INST] U2 [/INST]',
+    stop: ['</s>', '<s>', '<unk>', '[INST]', '[/INST]'],
+    stopTokenIds: [2, 1, 0],
+    bos: '<s>',
+  },
+  vicuna: {
+    preQuery: `${VICUNA_SYSTEM}\n\nUSER: `,
+    preQueryWithSystem: 'SYS USER: ',
+    mtAppend: 'USER: ',
+    conversation: 'SYS USER: U1 ASSISTANT: A1</s>USER: U2 ASSISTANT:',
+    stop: ['</s>', '<s>', '<unk>'],
+    stopTokenIds: [2, 1, 0],
+    bos: null,
+  },
+};
+
+describe.each(TEMPLATE_FAMILIES)('%s template', (family) => {
+  const t = familyTemplate(family);
+  const e = EXPECTED[family];
+
+  it('has the reference pre-query template, stop strings and stop token ids', () => {
+    expect(t.preQueryTemplate).toBe(e.preQuery);
+    expect(t.preQuery()).toBe(e.preQuery);
+    expect(t.stop).toEqual(e.stop);
+    expect(t.stopTokenIds).toEqual(e.stopTokenIds);
+    expect(t.bos).toBe(e.bos);
+  });
+
+  it('builds the pre-query with a system prompt in the family syntax', () => {
+    expect(t.preQuery('SYS')).toBe(e.preQueryWithSystem);
+  });
+
+  it('formats a full conversation with the generation prompt', () => {
+    expect(t.formatConversation(conversation, { addGenerationPrompt: true })).toBe(e.conversation);
+    expect(t.formatConversation(conversation)).toBe(e.conversation);
+  });
+
+  it('pre-query with a system prompt is the conversation text up to the user message', () => {
+    const full = t.formatConversation([{ role: 'system', content: 'SYS' }, { role: 'user', content: 'Q' }]);
+    expect(full.startsWith(e.preQueryWithSystem + 'Q')).toBe(true);
+  });
+
+  it('appends the user header after an answer for multi-turn', () => {
+    expect(t.mtAppend).toBe(e.mtAppend);
+    const history = conversation.slice(0, 3);
+    expect(t.multiTurnPreQuery(history)).toBe(t.formatConversation(history, { addGenerationPrompt: false }) + e.mtAppend);
+    // The next user turn the model writes lands exactly where a real user turn would.
+    expect(t.formatConversation(conversation).startsWith(t.multiTurnPreQuery(history) + 'U2')).toBe(true);
+  });
+
+  it('detects leaked template tokens and nothing in clean text', () => {
+    expect(t.leaks('How do I sort a list in Python?')).toEqual([]);
+    for (const stop of e.stop) expect(t.leaks(`question ${stop} more`)).toContain(stop);
+    expect(t.leaks(e.conversation).length).toBeGreaterThan(0);
+  });
+
+  it('strips a leading BOS only when the template has one', () => {
+    if (e.bos) expect(t.stripBos(e.conversation)).toBe(e.conversation.slice(e.bos.length));
+    else expect(t.stripBos(e.conversation)).toBe(e.conversation);
+  });
+});
+
+describe('system prompts', () => {
+  it('resolves built-in names to text and keeps custom text', () => {
+    const t = familyTemplate('chatml');
+    expect(t.preQuery('math')).toBe(`<|im_start|>system\n${SYSTEM_PROMPTS.math}<|im_end|>\n<|im_start|>user\n`);
+    expect(t.preQuery('code')).toContain(SYSTEM_PROMPTS.code);
+    expect(t.preQuery('translation')).toContain(SYSTEM_PROMPTS.translation);
+    expect(t.preQuery('You answer questions about birds.')).toBe(
+      '<|im_start|>system\nYou answer questions about birds.<|im_end|>\n<|im_start|>user\n',
+    );
+  });
+
+  it('vicuna keeps its own system line unless one is given', () => {
+    const t = familyTemplate('vicuna');
+    expect(t.formatConversation([{ role: 'user', content: 'Q' }])).toBe(`${VICUNA_SYSTEM} USER: Q ASSISTANT:`);
+  });
+
+  it('a system message with no user turn after it is an error where the format has no system role', () => {
+    expect(() => familyTemplate('gemma2').formatConversation([{ role: 'system', content: 'S' }])).toThrow(/system/);
+  });
+});
+
+describe('instruction stop strings', () => {
+  it('adds assistant-header strings and a newline only when asked', () => {
+    const t = familyTemplate('llama3');
+    expect(t.instructionStop()).toEqual(EXPECTED.llama3.stop);
+    expect(t.instructionStop({ assistantStop: true, earlyStopping: true })).toEqual([...EXPECTED.llama3.stop, 'assistant', '\n']);
+    expect(t.assistantLeaks('What is 2+2?assistant\n\n4')).toEqual(['assistant']);
+  });
+});
+
+describe('resolveTemplate', () => {
+  it('accepts a bare family name', () => {
+    const r = resolveTemplate('chatml');
+    expect(r.template).toBe(familyTemplate('chatml'));
+    expect(r.instructionPrompt).toBe('<|im_start|>user\n');
+    expect(r.systemPrompt).toBeUndefined();
+  });
+
+  it('applies a named system prompt and stop overrides', () => {
+    const r = resolveTemplate({ family: 'chatml', systemPrompt: 'math', stopTokenIds: [0, 1, 2] });
+    expect(r.systemPrompt).toBe(SYSTEM_PROMPTS.math);
+    expect(r.instructionPrompt).toBe(`<|im_start|>system\n${SYSTEM_PROMPTS.math}<|im_end|>\n<|im_start|>user\n`);
+    expect(r.template.stopTokenIds).toEqual([0, 1, 2]);
+    expect(r.template.stop).toEqual(EXPECTED.chatml.stop);
+  });
+
+  it('builds a custom template', () => {
+    const r = resolveTemplate({
+      name: 'alpaca-ish',
+      userPrefix: '### Instruction:\n',
+      userSuffix: '\n\n',
+      assistantPrefix: '### Response:\n',
+      assistantSuffix: '</s>\n',
+      systemPrefix: '',
+      systemSuffix: '\n\n',
+      stop: ['###', '</s>'],
+      systemPrompt: 'Be brief.',
+    });
+    expect(r.template.name).toBe('alpaca-ish');
+    expect(r.template.preQueryTemplate).toBe('### Instruction:\n');
+    expect(r.instructionPrompt).toBe('Be brief.\n\n### Instruction:\n');
+    expect(r.template.formatConversation([{ role: 'user', content: 'Q' }])).toBe('### Instruction:\nQ\n\n### Response:\n');
+    expect(r.template.leaks('a ### b')).toEqual(['###']);
+  });
+
+  it('uses an explicit custom pre-query and merges system text when there is no system role', () => {
+    const r = resolveTemplate({
+      preQuery: '<s>Q: ',
+      bos: '<s>',
+      begin: '<s>',
+      userPrefix: 'Q: ',
+      userSuffix: '\n',
+      assistantPrefix: 'A: ',
+      assistantSuffix: '\n',
+      stop: ['\nQ:'],
+    });
+    expect(r.instructionPrompt).toBe('<s>Q: ');
+    expect(r.template.preQuery('S')).toBe('<s>Q: S\n\n');
+    expect(r.template.stripBos('<s>Q: x')).toBe('Q: x');
+  });
+
+  it('rejects unknown families, stray fields and half a system format', () => {
+    expect(templateConfigSchema.safeParse('llama9').success).toBe(false);
+    expect(templateConfigSchema.safeParse({ family: 'chatml', sytemPrompt: 'x' }).success).toBe(false);
+    expect(
+      templateConfigSchema.safeParse({ userPrefix: 'U', userSuffix: '', assistantPrefix: 'A', assistantSuffix: '', stop: ['x'], systemPrefix: 'S' })
+        .success,
+    ).toBe(false);
+    expect(templateConfigSchema.safeParse({ userPrefix: 'U', userSuffix: '', assistantPrefix: 'A', assistantSuffix: '', stop: [] }).success).toBe(false);
+  });
+});
+
+describe('detectFamily', () => {
+  it('recognises model chat templates and names', () => {
+    expect(detectFamily("{{'<|im_start|>' + message['role']}}")).toBe('chatml');
+    expect(detectFamily('<|start_header_id|>')).toBe('llama3');
+    expect(detectFamily('<start_of_turn>')).toBe('gemma2');
+    expect(detectFamily("<<SYS>>\\n [INST]")).toBe('llama2');
+    expect(detectFamily('[INST] x [/INST]')).toBe('mistral');
+    expect(detectFamily('meta-llama/Meta-Llama-3-8B-Instruct')).toBe('llama3');
+    expect(detectFamily('Qwen/Qwen2.5-7B-Instruct')).toBe('chatml');
+    expect(detectFamily('google/gemma-1.1-7b-it')).toBe('gemma');
+    expect(detectFamily('lmsys/vicuna-7b-v1.5')).toBe('vicuna');
+    expect(detectFamily('gpt2')).toBeUndefined();
+  });
+});
