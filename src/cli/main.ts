@@ -6,6 +6,9 @@ import { registerTopology } from './commands/topology.js';
 import { registerProduce } from './commands/produce.js';
 import { registerTail } from './commands/tail.js';
 import { registerSchemas } from './commands/schemas.js';
+import { registerExport } from './commands/export.js';
+import { registerReplay } from './commands/replay.js';
+import { registerReport } from './commands/report.js';
 
 const program = new Command('magpie')
   .description('Streaming Magpie alignment-data synthesis on Apache Kafka')
@@ -21,6 +24,9 @@ registerTopology(program);
 registerProduce(program);
 registerTail(program);
 registerSchemas(program);
+registerExport(program);
+registerReplay(program);
+registerReport(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -37,12 +37,12 @@ let loading: Promise<unknown> = Promise.resolve();
 
 async function loadExtractor(config: EmbedderConfig): Promise<FeatureExtractionPipeline> {
   env.cacheDir = join(magpieCacheDir(), 'transformers');
+  env.allowRemoteModels = config.localPath === undefined;
   let modelRef = config.model;
   if (config.localPath) {
     const folder = resolve(config.localPath);
     env.localModelPath = dirname(folder) + '/';
     env.allowLocalModels = true;
-    env.allowRemoteModels = false;
     modelRef = basename(folder);
   }
   try {

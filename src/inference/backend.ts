@@ -40,6 +40,12 @@ export interface Completion {
   tokens: number;
 }
 
+/**
+ * How a backend is doing, for a circuit breaker or a metrics gauge: 'degraded' when some of its endpoints
+ * are failing, 'down' when all are (requests are still attempted), 'closed' after close().
+ */
+export type BackendHealth = 'ok' | 'degraded' | 'down' | 'closed';
+
 /** A chat model reachable for raw completions and chat turns. Errors are InferenceError with a code. */
 export interface InferenceBackend {
   /** e.g. `llamacpp:SmolLM2-135M-Instruct` or `openai:meta-llama/Meta-Llama-3-8B-Instruct`. */
@@ -49,4 +55,5 @@ export interface InferenceBackend {
   complete(req: CompletionRequest): Promise<Completion[]>;
   chat(req: ChatRequest): Promise<Completion[]>;
   close(): Promise<void>;
+  health?(): BackendHealth;
 }

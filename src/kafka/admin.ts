@@ -60,3 +60,15 @@ export async function topicEndOffsets(kafka: Kafka, topic: string): Promise<Map<
     await admin.disconnect();
   }
 }
+
+/** Sets a group's committed offsets (next offset to read) for partitions of a topic; the group must have no active member. */
+export async function setGroupOffsets(kafka: Kafka, groupId: string, topic: string, offsets: { partition: number; offset: string }[]): Promise<void> {
+  if (offsets.length === 0) return;
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.setOffsets({ groupId, topic, partitions: offsets });
+  } finally {
+    await admin.disconnect();
+  }
+}

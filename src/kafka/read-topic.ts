@@ -11,22 +11,50 @@ export interface ReadTopicOptions {
   groupId?: string;
   commit?: boolean;
   signal?: AbortSignal;
+  /** Called once, before the first record, with where each partition starts (the group's position) and ends. */
+  onStart?: (ranges: PartitionRange[]) => void;
+}
+
+/** Offsets of one partition: `start` is the next offset to read, `end` the high watermark seen at the start. */
+export interface PartitionRange {
+  partition: number;
+  start: bigint;
+  end: bigint;
+}
+
+/** Lets `onRecord` commit offsets of the group while the reader runs (e.g. once its output is durable). */
+export interface ReadControl {
+  /** Commits `offset` (the next offset to read) per partition for the reader's group. */
+  commit(offsets: { partition: number; offset: string }[]): Promise<void>;
+}
+
+/** Where a group would start reading each partition (its committed offset, else the earliest), and the end. */
+export async function partitionRanges(kafka: Kafka, topic: string, groupId?: string): Promise<PartitionRange[]> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const ends = await admin.fetchTopicOffsets(topic);
+    const committed = groupId ? (await admin.fetchOffsets({ groupId, topics: [topic] }))[0]?.partitions ?? [] : [];
+    return ends.map((o) => {
+      const low = BigInt(o.low);
+      const mine = committed.find((c) => c.partition === o.partition);
+      const position = mine && BigInt(mine.offset) >= 0n ? BigInt(mine.offset) : low;
+      return { partition: o.partition, start: position > low ? position : low, end: BigInt(o.high) };
+    });
+  } finally {
+    await admin.disconnect();
+  }
 }
 
 /**
  * Reads committed records of a topic in offset order per partition and hands them to `onRecord`.
- * Without a group it starts from the beginning under a throwaway group.
+ * Without a group it starts from the beginning under a throwaway group; with one, from its committed offsets.
  */
-export async function readTopic(kafka: Kafka, topic: string, onRecord: (raw: RawRecord) => Promise<void> | void, options: ReadTopicOptions = {}): Promise<number> {
-  const admin = kafka.admin();
-  await admin.connect();
-  let ends;
-  try {
-    ends = await admin.fetchTopicOffsets(topic);
-  } finally {
-    await admin.disconnect();
-  }
-  const pending = new Map(ends.filter((o) => BigInt(o.high) > BigInt(o.low)).map((o) => [o.partition, BigInt(o.high) - 1n]));
+export async function readTopic(kafka: Kafka, topic: string, onRecord: (raw: RawRecord, control: ReadControl) => Promise<void> | void, options: ReadTopicOptions = {}): Promise<number> {
+  const ranges = await partitionRanges(kafka, topic, options.groupId);
+  options.onStart?.(ranges);
+  // A partition the group has already read to the end yields no batch: it must not be waited for.
+  const pending = new Map(ranges.filter((r) => r.end > r.start).map((r) => [r.partition, r.end - 1n]));
   const groupId = options.groupId ?? `magpie-read-${randomUUID()}`;
   const consumer = kafka.consumer({ groupId, readUncommitted: false, allowAutoTopicCreation: false });
   let count = 0;
@@ -41,6 +69,9 @@ export async function readTopic(kafka: Kafka, topic: string, onRecord: (raw: Raw
     if (payload.topic === topic && target !== undefined && BigInt(payload.lastOffset) >= target) pending.delete(payload.partition);
     checkEnd();
   });
+  const control: ReadControl = {
+    commit: (offsets) => consumer.commitOffsets(offsets.map((o) => ({ topic, partition: o.partition, offset: o.offset }))),
+  };
   await consumer.connect();
   try {
     await consumer.subscribe({ topics: [topic], fromBeginning: true });
@@ -49,11 +80,12 @@ export async function readTopic(kafka: Kafka, topic: string, onRecord: (raw: Raw
       autoCommit: Boolean(options.commit),
       eachBatch: async ({ batch, resolveOffset }) => {
         for (const m of batch.messages) {
+          if (options.signal?.aborted) return;
           if (options.max !== undefined && count >= options.max) {
             resolveDone();
             return;
           }
-          await onRecord({ topic: batch.topic, partition: batch.partition, offset: m.offset, key: m.key ?? null, value: m.value ?? null, headers: headersToStrings(m.headers), timestamp: m.timestamp });
+          await onRecord({ topic: batch.topic, partition: batch.partition, offset: m.offset, key: m.key ?? null, value: m.value ?? null, headers: headersToStrings(m.headers), timestamp: m.timestamp }, control);
           count++;
           resolveOffset(m.offset);
         }

@@ -1,8 +1,7 @@
 import { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
 import { NeighborIndex, neighborIndexConfigSchema, DEFAULT_NEIGHBOR_INDEX } from '../embedding/neighbor-index.js';
-import type { Conversation } from '../serde/records.generated.js';
-import type { SchemaName } from '../serde/schemas.js';
+import type { Conversation, IndexEntry } from '../serde/records.generated.js';
 import { dead, defineProcessor, emit, type InputRecord, type Outcome, type Processor, type StageContext, type StateRestorer } from './stage.js';
 
 /** Measured with all-MiniLM-L6-v2 (int8): light paraphrases ≤ 0.10, different questions on one topic ≥ 0.13. */
@@ -22,13 +21,6 @@ const config = z
   })
   .strict();
 type Config = z.infer<typeof config>;
-
-/** magpie.IndexEntry (schemas/index_entry.avsc): one vector of the index, keyed by uuid on the changelog. */
-export interface IndexEntry {
-  uuid: string;
-  seq: number;
-  embedding: number[];
-}
 
 interface Decision {
   minNeighborDistance: number | null;
@@ -144,6 +136,6 @@ export const nearDuplicate = defineProcessor({
   config,
   inputSchema: 'magpie.Conversation',
   outputSchema: 'magpie.Conversation',
-  extraPorts: { changelog: { schema: 'magpie.IndexEntry' as SchemaName, compacted: true } },
+  extraPorts: { changelog: { schema: 'magpie.IndexEntry', compacted: true } },
   create: (cfg) => new NearDuplicateFilter(cfg),
 });

@@ -82,6 +82,11 @@ interface StageDefinitionBase<C extends z.ZodObject> {
   readonly extraPorts?: Readonly<Record<string, { schema: SchemaName; compacted?: boolean }>>;
   /** For schema-agnostic stages (e.g. pass-through): the record types follow from the config. */
   readonly schemasFromConfig?: (config: z.infer<C>) => { input: SchemaName; output: SchemaName };
+  /**
+   * For tag stages: the record fields the stage fills in. A record that has them all (non-null) already is
+   * passed through untouched by a replay, so re-filtering tagged data needs no inference.
+   */
+  readonly writesFields?: (config: z.infer<C>) => readonly string[];
 }
 
 export interface ProcessorDefinition<C extends z.ZodObject, I, O> extends StageDefinitionBase<C> {

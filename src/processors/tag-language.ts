@@ -42,6 +42,7 @@ export const tagLanguage = defineProcessor({
   config,
   inputSchema: 'magpie.Conversation',
   outputSchema: 'magpie.Conversation',
+  writesFields: () => ['language'],
   create: (cfg): Processor<Conversation, Conversation> => ({
     process: async (batch) => batch.map((r) => emitValue({ ...r.value, language: detectLanguage(r.value.instruction, cfg) }, r.key)),
   }),

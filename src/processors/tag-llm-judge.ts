@@ -33,6 +33,13 @@ function judgementFields(task: JudgeTask, answer: unknown): Partial<Conversation
   }
 }
 
+/** The fields each judge task sets (other_task_category is always a list, so task_category stands for it). */
+const JUDGEMENT_FIELDS: Record<JudgeTask, readonly (keyof Conversation)[]> = {
+  task_category: ['task_category'],
+  difficulty: ['intent', 'knowledge', 'difficulty'],
+  input_quality: ['input_quality', 'quality_explanation'],
+};
+
 /**
  * Magpie's LLM-judge tags (task_category, difficulty with intent and knowledge, input_quality with an
  * explanation) from one backend. Output that never parses goes to tag_failures; the record always flows.
@@ -43,6 +50,7 @@ export const tagLlmJudge = defineProcessor({
   config,
   inputSchema: 'magpie.Conversation',
   outputSchema: 'magpie.Conversation',
+  writesFields: (cfg) => JUDGEMENT_FIELDS[cfg.task],
   create: (cfg, deps): Processor<Conversation, Conversation> => {
     const backend = deps.backend(cfg.backend);
     const spec = JUDGE_TASKS[cfg.task];

@@ -17,7 +17,7 @@ const TAG = 'instruct_reward';
  *   template; reads data[0].data (a number, [score], or per-token rows whose last row holds the score).
  * - score-json: POST {url} {model, instruction, response} → {score}, for a reward server of your own.
  */
-const config = z.strictObject({
+export const rewardClientConfigSchema = z.strictObject({
   url: z.url(),
   api: z.enum(['vllm-classify', 'vllm-pooling', 'score-json']),
   /** Sent to the server and recorded as reward_model. */
@@ -33,7 +33,10 @@ const config = z.strictObject({
   }).default({ attempts: 3, initialDelayMs: 500, maxDelayMs: 10_000 }),
   concurrency: z.number().int().min(1).max(1024).default(16),
 });
-type Config = z.infer<typeof config>;
+type Config = z.infer<typeof rewardClientConfigSchema>;
+
+/** What a reward model scores: tag-reward passes a Conversation, generate-preferences each candidate. */
+export type RewardInput = Pick<Conversation, 'instruction' | 'response'>;
 
 const finite = z.number().refine(Number.isFinite, 'not a finite number');
 const RESPONSES = {
@@ -49,7 +52,7 @@ const RESPONSES = {
   'score-json': z.object({ score: finite }).transform((r) => r.score),
 } as const;
 
-function requestFor(cfg: Config, record: Conversation): { url: string; body: unknown } {
+function requestFor(cfg: Config, record: RewardInput): { url: string; body: unknown } {
   const base = cfg.url.replace(/\/+$/, '');
   switch (cfg.api) {
     case 'vllm-classify': {
@@ -81,7 +84,7 @@ export class RewardClient {
   }
 
   /** The score, or why there is none; transient faults are retried, then thrown. */
-  async score(record: Conversation, signal: AbortSignal): Promise<Judged<number>> {
+  async score(record: RewardInput, signal: AbortSignal): Promise<Judged<number>> {
     try {
       const score = await withRetry(() => this.post(record, signal), { ...this.cfg.retry, signal });
       return { ok: true, value: score };
@@ -91,7 +94,7 @@ export class RewardClient {
     }
   }
 
-  private async post(record: Conversation, signal: AbortSignal): Promise<number> {
+  private async post(record: RewardInput, signal: AbortSignal): Promise<number> {
     const { url, body } = requestFor(this.cfg, record);
     let status: number;
     let text: string;
@@ -138,9 +141,10 @@ export class RewardClient {
 export const tagReward = defineProcessor({
   type: 'tag-reward',
   description: 'Scores the (instruction, response) pair with a reward model over HTTP (vLLM /classify or /pooling, or a {score} JSON endpoint): sets instruct_reward and reward_model.',
-  config,
+  config: rewardClientConfigSchema,
   inputSchema: 'magpie.Conversation',
   outputSchema: 'magpie.Conversation',
+  writesFields: () => ['instruct_reward', 'reward_model'],
   create: (cfg): Processor<Conversation, Conversation> => {
     const client = new RewardClient(cfg);
     return {

@@ -35,6 +35,7 @@ export const tagSafety = defineProcessor({
   config,
   inputSchema: 'magpie.Conversation',
   outputSchema: 'magpie.Conversation',
+  writesFields: () => ['llama_guard_2'],
   create: (cfg, deps): Processor<Conversation, Conversation> => {
     const backend = deps.backend(cfg.backend);
     return {

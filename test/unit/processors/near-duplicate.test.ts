@@ -2,9 +2,9 @@ import { readFileSync } from 'node:fs';
 import avro from 'avsc';
 import { describe, expect, it } from 'vitest';
 import { embed } from '../../../src/processors/embed.js';
-import { nearDuplicate, type IndexEntry } from '../../../src/processors/near-duplicate.js';
+import { nearDuplicate } from '../../../src/processors/near-duplicate.js';
 import type { Emit, InputRecord, Outcome, StateRestorer } from '../../../src/processors/stage.js';
-import type { Conversation } from '../../../src/serde/records.generated.js';
+import type { Conversation, IndexEntry } from '../../../src/serde/records.generated.js';
 import { makeConversation } from '../../support/records.js';
 import { deps, HashingEmbedder, inputs, mainValues, seededRandom, stageContext } from './harness.js';
 

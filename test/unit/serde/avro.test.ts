@@ -25,7 +25,7 @@ describe('schema loading', () => {
     writeFileSync(join(dir, 'conversation.avsc'), readFileSync(join(DEFAULT_SCHEMA_DIR, 'conversation.avsc')));
     expect(() => loadSchemaSet(dir)).toThrow(ConfigError);
     expect(() => loadSchemaSet(dir)).toThrow(/conversation\.avsc: uses type magpie\.GenInputConfigs, which no schema defines/);
-    for (const file of readdirSync(DEFAULT_SCHEMA_DIR)) writeFileSync(join(dir, file), readFileSync(join(DEFAULT_SCHEMA_DIR, file)));
+    for (const file of readdirSync(DEFAULT_SCHEMA_DIR).filter((f) => f.endsWith('.avsc'))) writeFileSync(join(dir, file), readFileSync(join(DEFAULT_SCHEMA_DIR, file)));
     expect(loadSchemaSet(dir).fingerprint('magpie.Conversation')).toBe(defaultSchemaSet().fingerprint('magpie.Conversation'));
   });
 

@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_SCHEMA_DIR, createSchemaSet, type SchemaSet } from '../../../src/serde/avro.js';
-import type { Conversation, DeadLetter, IndexEntry, Instruction, Rejected } from '../../../src/serde/records.generated.js';
+import type { Conversation, DeadLetter, IndexEntry, Instruction, PreferencePair, Rejected } from '../../../src/serde/records.generated.js';
 import type { SchemaName } from '../../../src/serde/schemas.js';
 
 export const instruction: Instruction = {
@@ -90,12 +90,44 @@ export const rejected: Rejected = {
 
 export const indexEntry: IndexEntry = { uuid: instruction.uuid, seq: 2 ** 40, embedding: conversation.embedding! };
 
+export const preferencePair: PreferencePair = {
+  uuid: instruction.uuid,
+  model: instruction.model,
+  gen_input_configs: instruction.gen_input_configs,
+  instruction: instruction.instruction,
+  chosen: conversation.response,
+  rejected: 'Use recursion.',
+  chosen_reward: 3.25,
+  rejected_reward: -1.5,
+  candidates: [
+    { response: 'Use recursion.', reward: -1.5, finish_reason: 'stop', tokens: 4 },
+    { response: conversation.response, reward: 3.25, finish_reason: 'stop', tokens: 27 },
+    { response: 'Walk the list and', reward: 0.5, finish_reason: 'length', tokens: 5 },
+  ],
+  reward_model: 'sfairXC/FsfairX-LLaMA3-RM-v0.1',
+  gen_response_configs: { ...conversation.gen_response_configs, temperature: 0.8 },
+  task_category: conversation.task_category,
+  other_task_category: conversation.other_task_category,
+  intent: conversation.intent,
+  knowledge: conversation.knowledge,
+  difficulty: conversation.difficulty,
+  input_quality: conversation.input_quality,
+  quality_explanation: conversation.quality_explanation,
+  llama_guard_2: conversation.llama_guard_2,
+  language: conversation.language,
+  min_neighbor_distance: conversation.min_neighbor_distance,
+  min_similar_uuid: conversation.min_similar_uuid,
+  repeat_count: conversation.repeat_count,
+  created_at: 1_764_000_003_000,
+};
+
 export const EXAMPLES: Record<SchemaName, unknown> = {
   'magpie.Instruction': instruction,
   'magpie.Conversation': conversation,
   'magpie.DeadLetter': deadLetter,
   'magpie.Rejected': rejected,
   'magpie.IndexEntry': indexEntry,
+  'magpie.PreferencePair': preferencePair,
 };
 
 /** The JSON of every schemas/*.avsc file, freshly parsed so a test may change it. */

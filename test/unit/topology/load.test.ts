@@ -72,3 +72,10 @@ describe('topology loading', () => {
     expect(message).toMatch(/concurrency/);
   });
 });
+
+describe('environment interpolation', () => {
+  it('gives a whole-value placeholder the YAML type of its value', async () => {
+    const { interpolateEnv } = await import('../../../src/topology/interpolate.js');
+    expect(interpolateEnv({ a: '${X:-0.5}', b: '${Y:-true}', c: 'pre-${X:-1}', d: '${Z:-abc}', e: '${W:-}' }, { X: '2' })).toEqual({ a: 2, b: true, c: 'pre-2', d: 'abc', e: '' });
+  });
+});

@@ -1,0 +1,153 @@
+import { z } from 'zod';
+import { InferenceError } from '../core/errors.js';
+import type { ChatMessage, Completion, InferenceBackend } from '../inference/backend.js';
+import { resolveTemplate, templateConfigSchema, type ChatTemplate } from '../inference/templates.js';
+import type { Conversation, Instruction, PreferencePair, ScoredResponse } from '../serde/records.generated.js';
+import { dead, defineProcessor, reject, type InputRecord, type Outcome, type Processor, type StageContext } from './stage.js';
+import { RewardClient, rewardClientConfigSchema } from './tag-reward.js';
+import { mapLimited } from './tagging.js';
+
+const samplingSchema = z.strictObject({
+  temperature: z.number().min(0).max(5).default(0.8),
+  topP: z.number().gt(0).max(1).default(1),
+  maxTokens: z.number().int().min(1).default(1024),
+  repetitionPenalty: z.number().positive().default(1),
+});
+
+const config = z.object({
+  backend: z.string(),
+  /** The chat template of the backend's model: wraps the instruction for the answers. */
+  template: templateConfigSchema,
+  /** Input records: bare instructions, or tagged conversations whose tags the pairs carry on (their response is not a candidate). */
+  schema: z.enum(['magpie.Instruction', 'magpie.Conversation']).default('magpie.Instruction'),
+  /** Responses sampled per instruction; the highest-scored becomes chosen, the lowest rejected. */
+  candidates: z.number().int().min(2).max(64).default(5),
+  /** Sampling of the candidates: diverse enough that the reward model sees different answers. */
+  sampling: samplingSchema.default({ temperature: 0.8, topP: 1, maxTokens: 1024, repetitionPenalty: 1 }),
+  /** 'completion' formats the chat template here and sends raw text; 'chat' lets the server apply it. */
+  mode: z.enum(['completion', 'chat']).default('completion'),
+  systemPrompt: z.string().optional(),
+  /** Candidates cut at maxTokens are dropped before scoring unless kept: a truncated "chosen" teaches stopping mid-answer. */
+  keepTruncated: z.boolean().default(false),
+  /** The reward endpoint, as for tag-reward. */
+  reward: rewardClientConfigSchema,
+});
+
+type Config = z.infer<typeof config>;
+type PreferenceInput = Instruction | Conversation;
+
+/** Tags a tagged input carries into its pair; a bare instruction has none. */
+function carriedTags(input: PreferenceInput): Partial<PreferencePair> {
+  if (!('task_category' in input)) return {};
+  const { task_category, other_task_category, intent, knowledge, difficulty, input_quality, quality_explanation, llama_guard_2, language, min_neighbor_distance, min_similar_uuid, repeat_count } = input;
+  return { task_category, other_task_category, intent, knowledge, difficulty, input_quality, quality_explanation, llama_guard_2, language, min_neighbor_distance, min_similar_uuid, repeat_count };
+}
+
+/** The first index of the highest and of the lowest reward, in sampling order. */
+function extremes(scored: readonly ScoredResponse[]): { best: number; worst: number } {
+  let best = 0;
+  let worst = 0;
+  scored.forEach((c, i) => {
+    if (c.reward > scored[best]!.reward) best = i;
+    if (c.reward < scored[worst]!.reward) worst = i;
+  });
+  return { best, worst };
+}
+
+/**
+ * Magpie preference data (DPO): samples `candidates` answers per instruction, scores each with a reward model
+ * and pairs the highest-scored (chosen) with the lowest (rejected).
+ */
+export class PreferencePairGenerator implements Processor<PreferenceInput, PreferencePair> {
+  private readonly template: ChatTemplate;
+
+  constructor(
+    private readonly backend: InferenceBackend,
+    private readonly rewards: Pick<RewardClient, 'score' | 'close'>,
+    private readonly config: Config,
+  ) {
+    this.template = resolveTemplate(config.template).template;
+  }
+
+  /** `candidates` samples: asked for with `n`, topped up by further calls from backends that return fewer. */
+  private async sample(instruction: string, ctx: StageContext): Promise<Completion[]> {
+    const { sampling, candidates, systemPrompt } = this.config;
+    const messages: ChatMessage[] = [...(systemPrompt ? [{ role: 'system' as const, content: systemPrompt }] : []), { role: 'user', content: instruction }];
+    const common = { temperature: sampling.temperature, topP: sampling.topP, maxTokens: sampling.maxTokens, repetitionPenalty: sampling.repetitionPenalty, signal: ctx.signal };
+    const out: Completion[] = [];
+    for (let calls = 0; out.length < candidates && calls < candidates; calls++) {
+      const n = candidates - out.length;
+      const got = this.config.mode === 'chat'
+        ? await this.backend.chat({ ...common, n, messages })
+        : await this.backend.complete({ ...common, n, prompt: this.template.formatConversation(messages, { addGenerationPrompt: true }), stop: [...this.template.stop], stopTokenIds: [...this.template.stopTokenIds] });
+      out.push(...got.slice(0, n));
+      await ctx.heartbeat();
+    }
+    if (out.length < candidates) throw new InferenceError('INFERENCE_BAD_RESPONSE', `${this.backend.id} returned ${out.length} of ${candidates} candidates after ${candidates} requests`);
+    return out;
+  }
+
+  async process(batch: InputRecord<PreferenceInput>[], ctx: StageContext): Promise<Outcome<PreferencePair>[]> {
+    const usable = (c: Completion) => c.text.trim().length > 0 && (this.config.keepTruncated || c.finishReason !== 'length');
+    // All records of a batch at once: the backend bounds concurrency and a batching server fills its batch.
+    const sampled = await Promise.all(batch.map(async ({ value }) => (value.instruction.trim() ? (await this.sample(value.instruction.trim(), ctx)).filter(usable) : [])));
+    const jobs = sampled.flatMap((completions, record) => completions.map((c) => ({ record, completion: c })));
+    const scores = await mapLimited(jobs, this.config.reward.concurrency, ({ record, completion }, signal) =>
+      this.rewards.score({ instruction: batch[record]!.value.instruction.trim(), response: completion.text.trim() }, signal), ctx.signal);
+    let next = 0;
+    return batch.map(({ value }, record): Outcome<PreferencePair> => {
+      const judged = scores.slice(next, (next += sampled[record]!.length));
+      if (!value.instruction.trim()) return reject('empty_instruction', 'instruction is empty', value);
+      const rewards: number[] = [];
+      for (const j of judged) {
+        if (!j.ok) return dead('REWARD_FAILED', `reward model ${this.config.reward.model}: ${j.reason}`);
+        rewards.push(j.value);
+      }
+      const scored: ScoredResponse[] = sampled[record]!.map((c, i) => ({ response: c.text.trim(), reward: rewards[i]!, finish_reason: c.finishReason, tokens: c.tokens }));
+      if (scored.length < 2) {
+        const dropped = this.config.candidates - scored.length;
+        return reject('too_few_candidates', `${scored.length} of ${this.config.candidates} candidates usable (${dropped} empty${this.config.keepTruncated ? '' : ' or truncated at maxTokens'}); a pair needs 2`, value);
+      }
+      const { best, worst } = extremes(scored);
+      if (scored[best]!.reward === scored[worst]!.reward) {
+        return reject('no_preference', `all ${scored.length} candidates scored ${scored[best]!.reward} by ${this.config.reward.model}: no chosen/rejected pair`, value);
+      }
+      return { kind: 'emit', records: [{ value: this.pair(value, scored, best, worst), key: value.uuid }] };
+    });
+  }
+
+  private pair(input: PreferenceInput, scored: ScoredResponse[], best: number, worst: number): PreferencePair {
+    const { sampling } = this.config;
+    return {
+      uuid: input.uuid,
+      model: this.backend.model,
+      gen_input_configs: input.gen_input_configs,
+      instruction: input.instruction.trim(),
+      chosen: scored[best]!.response,
+      rejected: scored[worst]!.response,
+      chosen_reward: scored[best]!.reward,
+      rejected_reward: scored[worst]!.reward,
+      candidates: scored,
+      reward_model: this.config.reward.model,
+      gen_response_configs: { temperature: sampling.temperature, top_p: sampling.topP, max_tokens: sampling.maxTokens, repetition_penalty: sampling.repetitionPenalty, output_generator: this.backend.id },
+      task_category: null, other_task_category: [], intent: null, knowledge: null, difficulty: null, input_quality: null,
+      quality_explanation: null, llama_guard_2: null, language: null, min_neighbor_distance: null, min_similar_uuid: null, repeat_count: null,
+      ...carriedTags(input),
+      created_at: Date.now(),
+    };
+  }
+
+  close(): Promise<void> {
+    return this.rewards.close();
+  }
+}
+
+export const generatePreferences = defineProcessor({
+  type: 'generate-preferences',
+  description: 'Magpie preference data (DPO): samples several responses per instruction, scores them with a reward model over HTTP and emits the best as chosen and the worst as rejected.',
+  config,
+  inputSchema: 'magpie.Instruction',
+  outputSchema: 'magpie.PreferencePair',
+  schemasFromConfig: (c) => ({ input: c.schema, output: 'magpie.PreferencePair' }),
+  create: (c, deps) => new PreferencePairGenerator(deps.backend(c.backend), new RewardClient(c.reward), c),
+});
