@@ -8,7 +8,7 @@ import type { ChatMessage } from './backend.js';
  * exactly; everything else follows each model's own chat format.
  */
 
-export const TEMPLATE_FAMILIES = ['llama3', 'chatml', 'gemma2', 'gemma', 'phi3', 'mistral', 'llama2', 'vicuna'] as const;
+export const TEMPLATE_FAMILIES = ['llama3', 'chatml', 'smollm2', 'gemma2', 'gemma', 'phi3', 'mistral', 'llama2', 'vicuna'] as const;
 export type TemplateFamily = (typeof TEMPLATE_FAMILIES)[number];
 
 /** Built-in system prompts that steer the kind of instruction a pre-query yields. */
@@ -56,7 +56,7 @@ export interface TemplateSpec {
   generationPrompt: string;
   /** Pre-query without a system prompt; default: the conversation text up to where the first user message starts. */
   preQueryTemplate?: string;
-  /** Always-present system prompt of formats that have one (Vicuna). */
+  /** System prompt the model's own template puts in when a conversation has none (Vicuna, SmolLM2). */
   defaultSystemPrompt?: string;
   stop: string[];
   stopTokenIds: number[];
@@ -177,6 +177,24 @@ const chatml = (role: string): TurnFormat => ({ prefix: `<|im_start|>${role}\n`,
 const gemmaTurn = (role: string): TurnFormat => ({ prefix: `<start_of_turn>${role}\n`, suffix: '<end_of_turn>\n' });
 const phi3Turn = (role: string): TurnFormat => ({ prefix: `<|${role}|>\n`, suffix: '<|end|>\n' });
 
+function chatmlSpec(name: string, defaultSystemPrompt?: string): TemplateSpec {
+  return {
+    name,
+    bos: null,
+    begin: '',
+    system: chatml('system'),
+    systemMerge: SYSTEM_MERGE_PARAGRAPH,
+    user: chatml('user'),
+    assistant: chatml('assistant'),
+    generationPrompt: chatml('assistant').prefix,
+    ...(defaultSystemPrompt === undefined ? {} : { defaultSystemPrompt }),
+    stop: ['<|im_start|>', '<|im_end|>', '<|endoftext|>'],
+    stopTokenIds: [],
+    assistantStop: ['Assistant', 'assistant'],
+    specialTokens: CHATML_SPECIAL,
+  };
+}
+
 const gemmaSpec = (name: string, preQueryTemplate: string, stop: string[], stopTokenIds: number[]): TemplateSpec => ({
   name,
   bos: '<bos>',
@@ -209,22 +227,13 @@ const FAMILY_SPECS: Record<TemplateFamily, TemplateSpec> = {
     assistantStop: ['assistant'],
     specialTokens: LLAMA3_SPECIAL,
   },
-  // Qwen1.5/2/2.5, SmolLM2 and other ChatML models. Their default system prompts are not injected, and
-  // token ids differ per model (Qwen2: 151643-151645, SmolLM2: 0-2), so stop by string; override per model.
-  chatml: {
-    name: 'chatml',
-    bos: null,
-    begin: '',
-    system: chatml('system'),
-    systemMerge: SYSTEM_MERGE_PARAGRAPH,
-    user: chatml('user'),
-    assistant: chatml('assistant'),
-    generationPrompt: chatml('assistant').prefix,
-    stop: ['<|im_start|>', '<|im_end|>', '<|endoftext|>'],
-    stopTokenIds: [],
-    assistantStop: ['Assistant', 'assistant'],
-    specialTokens: CHATML_SPECIAL,
-  },
+  // Qwen1.5/2/2.5 and other ChatML models, as in the reference: no default system prompt. Token ids differ
+  // per model (Qwen2: 151643-151645, SmolLM2: 0-2), so stop by string; override stopTokenIds per model.
+  chatml: chatmlSpec('chatml'),
+  // SmolLM2-Instruct: ChatML whose own template adds a default system prompt. Measured with the 135M model
+  // at temperature 1: the bare `<|im_start|>user\n` pre-query rambled to max_tokens in 8 of 8 samples; with
+  // the default system turn 6 of 8 ended at <|im_end|> with a user-like request.
+  smollm2: chatmlSpec('smollm2', 'You are a helpful AI assistant named SmolLM, trained by Hugging Face'),
   // Gemma has no system role: the system text opens the first user turn, followed by a blank line.
   gemma2: gemmaSpec('gemma2', '<bos><start_of_turn>user\n\n', ['<eos>', '<bos>', '<end_of_turn>'], [1, 2, 107]),
   gemma: gemmaSpec('gemma', '<bos><start_of_turn>user\n', ['<eos>', '<bos>', '<start_of_turn>', '<end_of_turn>'], [1, 2, 106, 107]),
@@ -312,14 +321,15 @@ export function familyTemplate(family: TemplateFamily): ChatTemplate {
 export function detectFamily(chatTemplateOrModelName: string): TemplateFamily | undefined {
   const t = chatTemplateOrModelName;
   if (t.includes('<|start_header_id|>')) return 'llama3';
-  if (t.includes('<|im_start|>')) return 'chatml';
+  if (t.includes('<|im_start|>')) return t.includes('named SmolLM') ? 'smollm2' : 'chatml';
   if (t.includes('<start_of_turn>')) return 'gemma2';
   if (t.includes('<|user|>') && t.includes('<|end|>')) return 'phi3';
   if (t.includes('<<SYS>>')) return 'llama2';
   if (t.includes('[INST]')) return 'mistral';
   const name = t.toLowerCase();
   if (/llama-?3/.test(name)) return 'llama3';
-  if (/qwen|smollm|chatml|yi-/.test(name)) return 'chatml';
+  if (/smollm/.test(name)) return 'smollm2';
+  if (/qwen|chatml|yi-/.test(name)) return 'chatml';
   if (/gemma-?2/.test(name)) return 'gemma2';
   if (/gemma/.test(name)) return 'gemma';
   if (/phi-?3/.test(name)) return 'phi3';

@@ -4,8 +4,9 @@ import { ConfigError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { KafkaConfig } from '../topology/schema.js';
 
+// kafkajs logs at ERROR what it then retries (leader moves, concurrent transactions); the runner logs real failures.
 const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
-  [logLevel.ERROR]: 'error',
+  [logLevel.ERROR]: 'warn',
   [logLevel.WARN]: 'warn',
   [logLevel.INFO]: 'info',
   [logLevel.DEBUG]: 'debug',
@@ -26,6 +27,12 @@ function readSecret(envName: string | undefined, file: string | undefined, field
   }
   throw new ConfigError(`${field}: no secret source given`);
 }
+
+/**
+ * Retries of idempotent and transactional producers: effectively unbounded (kafkajs warns that a limit may
+ * break exactly-once), each wait capped, so a send outlives a broker restart instead of failing the batch.
+ */
+export const PRODUCER_RETRY = { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 5_000 } as const;
 
 /** Translates the topology's kafka block into a kafkajs client that logs through pino. */
 export function createKafka(config: KafkaConfig, logger: Logger): Kafka {

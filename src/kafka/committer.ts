@@ -1,5 +1,6 @@
 import type { Kafka, Producer, TopicMessages } from 'kafkajs';
 import type { Logger } from '../core/logger.js';
+import { PRODUCER_RETRY } from './client.js';
 import type { OutboundMessage } from './route.js';
 
 export interface CommitRequest {
@@ -13,6 +14,11 @@ export interface CommitRequest {
 
 /** Writes a chunk's outputs and the input offsets as one step. */
 export interface Committer {
+  /**
+   * Takes over writing for an input partition: from now on no earlier writer of it (another process
+   * included) can commit. Call before reading the partition's committed offset.
+   */
+  fence(topic: string, partition: number): Promise<void>;
   commit(req: CommitRequest, commitOffsets: (topic: string, partition: number, offset: string) => Promise<void>): Promise<void>;
   close(): Promise<void>;
 }
@@ -35,23 +41,40 @@ export class TransactionalCommitter implements Committer {
     private readonly logger: Logger,
   ) {}
 
-  private producerFor(topic: string, partition: number): Promise<Producer> {
-    const id = `${this.transactionalIdPrefix}-${topic}-${partition}`;
+  private idOf(topic: string, partition: number): string {
+    return `${this.transactionalIdPrefix}-${topic}-${partition}`;
+  }
+
+  /** A new producer for the partition's transactional id: connecting it (InitProducerId) fences every older one. */
+  async fence(topic: string, partition: number): Promise<void> {
+    const id = this.idOf(topic, partition);
+    const previous = this.producers.get(id);
+    this.producers.delete(id);
+    await previous?.then((p) => p.disconnect()).catch(() => undefined);
+    await this.producerFor(id);
+  }
+
+  private producerFor(id: string): Promise<Producer> {
     let p = this.producers.get(id);
     if (!p) {
-      p = (async () => {
-        const producer = this.kafka.producer({ transactionalId: id, idempotent: true, maxInFlightRequests: 1, transactionTimeout: 60_000 });
+      const created = (async () => {
+        const producer = this.kafka.producer({ transactionalId: id, idempotent: true, maxInFlightRequests: 1, retry: PRODUCER_RETRY, transactionTimeout: 60_000 });
         await producer.connect();
         return producer;
       })();
-      p.catch(() => this.producers.delete(id));
-      this.producers.set(id, p);
+      created.catch(() => {
+        if (this.producers.get(id) === created) this.producers.delete(id);
+      });
+      this.producers.set(id, created);
+      p = created;
     }
     return p;
   }
 
   async commit(req: CommitRequest): Promise<void> {
-    const producer = await this.producerFor(req.topic, req.partition);
+    const id = this.idOf(req.topic, req.partition);
+    const entry = this.producerFor(id);
+    const producer = await entry;
     const txn = await producer.transaction();
     try {
       if (req.byTopic.size > 0) await txn.sendBatch({ topicMessages: topicMessages(req.byTopic), acks: -1 });
@@ -59,11 +82,9 @@ export class TransactionalCommitter implements Committer {
       await txn.commit();
     } catch (err) {
       await txn.abort().catch((abortErr: unknown) => this.logger.warn({ err: String(abortErr) }, 'transaction abort failed'));
-      // A failed producer may be fenced or in an unknown state: start afresh next time.
-      const id = `${this.transactionalIdPrefix}-${req.topic}-${req.partition}`;
-      const stale = this.producers.get(id);
-      this.producers.delete(id);
-      await stale?.then((p) => p.disconnect()).catch(() => undefined);
+      // A failed producer may be fenced or in an unknown state: the caller fences in afresh before retrying.
+      if (this.producers.get(id) === entry) this.producers.delete(id);
+      await producer.disconnect().catch(() => undefined);
       throw err;
     }
   }
@@ -81,10 +102,13 @@ export class AtLeastOnceCommitter implements Committer {
 
   constructor(private readonly kafka: Kafka) {}
 
+  /** At-least-once has nothing to fence: a previous owner's late write is a tolerated duplicate. */
+  async fence(): Promise<void> {}
+
   async commit(req: CommitRequest, commitOffsets: (topic: string, partition: number, offset: string) => Promise<void>): Promise<void> {
     if (req.byTopic.size > 0) {
       this.producer ??= (async () => {
-        const producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 5 });
+        const producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 5, retry: PRODUCER_RETRY });
         await producer.connect();
         return producer;
       })();

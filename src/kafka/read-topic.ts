@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Kafka } from 'kafkajs';
+import { MagpieError } from '../core/errors.js';
 import { headersToStrings, type RawRecord } from './route.js';
 
 export interface ReadTopicOptions {
@@ -33,6 +34,8 @@ export async function partitionRanges(kafka: Kafka, topic: string, groupId?: str
   const admin = kafka.admin();
   await admin.connect();
   try {
+    // Checked first: offsets of a missing topic are retried for half a minute before kafkajs gives up.
+    if (!(await admin.listTopics()).includes(topic)) throw new MagpieError('KAFKA_UNKNOWN_TOPIC', `topic ${topic} does not exist: check the name (and --prefix)`, { details: { topic } });
     const ends = await admin.fetchTopicOffsets(topic);
     const committed = groupId ? (await admin.fetchOffsets({ groupId, topics: [topic] }))[0]?.partitions ?? [] : [];
     return ends.map((o) => {

@@ -1,3 +1,4 @@
+import type { CircuitBreaker } from '../core/circuit-breaker.js';
 import { errorCode, errorMessage, isRetryable, MagpieError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { backoffDelay, sleep } from '../core/retry.js';
@@ -62,6 +63,7 @@ export function headersToStrings(headers: Record<string, Buffer | string | (Buff
  * Decode → process (with retries) → encode, for one chunk of one partition. Pure with respect to Kafka:
  * the caller sends `byTopic` and commits the offsets in one step. Every input ends in exactly one of:
  * outputs, a reject record, a dead-letter record; or the whole call throws (nothing may be committed).
+ * `breaker`, shared by the chunks of a stage, holds every attempt back while the stage's calls keep failing.
  */
 export async function routeBatch<I, O>(
   raws: RawRecord[],
@@ -69,6 +71,7 @@ export async function routeBatch<I, O>(
   serde: RecordSerde,
   target: RouteTarget,
   ctx: StageContext,
+  breaker?: CircuitBreaker,
 ): Promise<RoutedBatch> {
   const logger = ctx.logger;
   const byTopic = new Map<string, OutboundMessage[]>();
@@ -101,7 +104,7 @@ export async function routeBatch<I, O>(
   }
 
   if (decoded.length > 0) {
-    const results = await processWithRetries(decoded.map((d) => d.record), process, target, ctx);
+    const results = await processWithRetries(decoded.map((d) => d.record), process, target, ctx, breaker);
     results.forEach((outcome, j) => {
       outcomes[decoded[j]!.index] = outcome;
     });
@@ -180,27 +183,36 @@ export async function deadLetterMessage(serde: RecordSerde, target: Pick<RouteTa
  * Retryable failures (server down, timeouts) retry the whole batch with capped backoff, and go on retrying
  * while `deadLetterAfterAttempts` is 0: consumption waits for recovery instead of burning records.
  * A non-retryable failure is isolated by processing records one by one; only the ones that still fail are dead.
+ * Every attempt first passes the breaker: while it is open, attempts wait and only a probe goes ahead.
  */
-async function processWithRetries<I, O>(records: InputRecord<I>[], process: ProcessFn<I, O>, target: RouteTarget, ctx: StageContext): Promise<Outcome<O>[]> {
+async function processWithRetries<I, O>(records: InputRecord<I>[], process: ProcessFn<I, O>, target: RouteTarget, ctx: StageContext, breaker: CircuitBreaker | undefined): Promise<Outcome<O>[]> {
   for (let attempt = 1; ; attempt++) {
+    await breaker?.acquire(ctx.signal);
     try {
       const outcomes = await process(records, ctx);
       if (outcomes.length !== records.length) {
         throw new MagpieError('STAGE_CONTRACT', `stage ${target.name} returned ${outcomes.length} outcomes for ${records.length} records`);
       }
+      breaker?.success();
       return outcomes;
     } catch (err) {
-      if (ctx.signal.aborted) throw err;
+      if (ctx.signal.aborted) {
+        breaker?.release();
+        throw err;
+      }
       if (!isRetryable(err)) {
+        // The stage's dependencies answered; the records are at fault.
+        breaker?.success();
         if (records.length === 1) {
           ctx.logger.warn({ offset: records[0]!.offset, code: errorCode(err), err: errorMessage(err) }, 'record failed; dead-lettering it');
           return [{ kind: 'dead', code: errorCode(err), reason: errorMessage(err) }];
         }
         ctx.logger.warn({ records: records.length, code: errorCode(err), err: errorMessage(err) }, 'batch failed; isolating records one by one');
         const out: Outcome<O>[] = [];
-        for (const record of records) out.push(...(await processWithRetries([record], process, target, ctx)));
+        for (const record of records) out.push(...(await processWithRetries([record], process, target, ctx, breaker)));
         return out;
       }
+      breaker?.failure();
       const limit = target.deadLetterAfterAttempts;
       if (limit > 0 && attempt >= limit) {
         ctx.logger.error({ attempts: attempt, code: errorCode(err), err: errorMessage(err) }, 'retryable failure persisted; dead-lettering batch');

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Kafka, Producer } from 'kafkajs';
 import { errorCode, errorMessage, isRetryable } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import { PRODUCER_RETRY } from './client.js';
 import type { StageMetrics } from '../core/metrics.js';
 import { backoffDelay, sleep } from '../core/retry.js';
 import type { Source, StageContext } from '../processors/stage.js';
@@ -43,8 +44,8 @@ export class SourceRunner extends EventEmitter {
   async start(): Promise<void> {
     const { kafka, exactlyOnce, transactionalId } = this.options;
     this.producer = exactlyOnce
-      ? kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1 })
-      : kafka.producer({ idempotent: true, maxInFlightRequests: 5 });
+      ? kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1, retry: PRODUCER_RETRY })
+      : kafka.producer({ idempotent: true, maxInFlightRequests: 5, retry: PRODUCER_RETRY });
     await this.producer.connect();
     const ctx: StageContext = { logger: this.log, signal: this.abort.signal, heartbeat: async () => undefined };
     await this.source.init?.(ctx);

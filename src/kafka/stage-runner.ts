@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
-import type { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload, Kafka } from 'kafkajs';
+import { CircuitBreaker, type CircuitBreakerOptions, type CircuitStateChange } from '../core/circuit-breaker.js';
 import { errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
@@ -24,7 +25,22 @@ export interface StageRunnerOptions {
   sessionTimeoutMs: number;
   /** Schema of each extra port, for restoring state from it. */
   portSchemas: Readonly<Record<string, SchemaName>>;
+  /** When batches keep failing with retryable errors, consumption pauses and a probe retries after a cool-down. */
+  circuitBreaker?: CircuitBreakerOptions;
 }
+
+export const DEFAULT_CIRCUIT_BREAKER: CircuitBreakerOptions = { failureThreshold: 3, coolDownMs: 5_000, maxCoolDownMs: 60_000 };
+
+/**
+ * kafkajs stops a consumer for good (no restart) when eachBatch throws an error it deems non-retriable, such as
+ * a fenced producer's: an uncommitted chunk is always worth another try, after a rejoin if need be.
+ */
+function retriable(err: unknown): Error {
+  return Object.assign(new Error(`chunk not committed: ${errorMessage(err)}`), { retriable: true });
+}
+
+/** Heartbeat errors that mean this member no longer owns its partitions (the group moved on without it). */
+const MEMBERSHIP_LOST = new Set(['UNKNOWN_MEMBER_ID', 'ILLEGAL_GENERATION', 'FENCED_INSTANCE_ID']);
 
 export interface BatchCommittedEvent {
   topic: string;
@@ -35,16 +51,30 @@ export interface BatchCommittedEvent {
 
 /**
  * Owns consume → process → produce → commit for one processor stage: batching, heartbeats during slow work,
- * retries, dead-lettering, exactly-once commits and shutdown. Stages never touch kafkajs.
- * Events: 'committed' (BatchCommittedEvent), 'error' is not emitted; failures are logged and retried.
+ * retries, a circuit breaker, dead-lettering, exactly-once commits and shutdown. Stages never touch kafkajs.
+ * Events: 'committed' (BatchCommittedEvent), 'circuit' (CircuitStateChange); 'error' is not emitted: failures
+ * are logged and retried.
+ *
+ * Exactly-once across owners (kafkajs has no KIP-447): before the first chunk of a partition after each
+ * assignment, the runner starts a new transactional producer for it (fencing any previous owner, a zombie
+ * included, and completing its open transaction) and only then reads the group's committed offset; records
+ * below it, already committed by the previous owner after kafkajs fetched, are skipped.
  */
 export class StageRunner extends EventEmitter {
   private consumer: Consumer | undefined;
+  private admin: Promise<Admin> | undefined;
   private readonly committer: Committer;
+  private readonly breaker: CircuitBreaker;
   private readonly abort = new AbortController();
   private readonly log: Logger;
   private stopping: Promise<void> | undefined;
   private draining = false;
+  /** Set when the group starts a rebalance: no new chunk starts until this member has joined again. */
+  private rebalancing = false;
+  /** Committed offset read after fencing, per input partition, since the last assignment. */
+  private readonly fencedIn = new Map<number, bigint>();
+  /** `partition:lastOffset` of batches left part-way, so their end does not count as handled. */
+  private readonly abandoned = new Set<string>();
   private readonly inflight = new Set<Promise<unknown>>();
   /** Last offset handled (records and transaction markers) and high watermark, per input partition. */
   readonly positions = new Map<number, { lastOffset: bigint; highWatermark: bigint }>();
@@ -58,6 +88,8 @@ export class StageRunner extends EventEmitter {
     this.committer = options.exactlyOnce
       ? new TransactionalCommitter(options.kafka, options.groupId, this.log)
       : new AtLeastOnceCommitter(options.kafka);
+    this.breaker = new CircuitBreaker(options.circuitBreaker ?? DEFAULT_CIRCUIT_BREAKER);
+    this.breaker.on('state', (change: CircuitStateChange) => this.onCircuit(change));
   }
 
   get input(): string {
@@ -85,9 +117,15 @@ export class StageRunner extends EventEmitter {
       allowAutoTopicCreation: false,
     });
     this.consumer = consumer;
-    consumer.on(consumer.events.GROUP_JOIN, (e) => this.log.info({ assignment: e.payload.memberAssignment }, 'joined group'));
+    consumer.on(consumer.events.GROUP_JOIN, (e) => {
+      // A new assignment: every partition is fenced in again before its first chunk.
+      this.fencedIn.clear();
+      this.rebalancing = false;
+      this.log.info({ assignment: e.payload.memberAssignment }, 'joined group');
+    });
     consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
-      if (payload.topic === input) this.positions.set(payload.partition, { lastOffset: BigInt(payload.lastOffset), highWatermark: BigInt(payload.highWatermark) });
+      if (payload.topic !== input || this.abandoned.delete(`${payload.partition}:${payload.lastOffset}`)) return;
+      this.positions.set(payload.partition, { lastOffset: BigInt(payload.lastOffset), highWatermark: BigInt(payload.highWatermark) });
     });
     consumer.on(consumer.events.CRASH, (e) => this.log.error({ err: String(e.payload.error), restart: e.payload.restart }, 'consumer crashed'));
     await consumer.connect();
@@ -105,13 +143,77 @@ export class StageRunner extends EventEmitter {
     return { logger: log, signal, heartbeat };
   }
 
+  private onCircuit(change: CircuitStateChange): void {
+    const topics = [{ topic: this.options.input }];
+    if (change.state === 'open') {
+      this.log.warn({ failures: change.failures, coolDownMs: change.coolDownMs }, 'circuit open: batches keep failing; consumption paused until a probe succeeds');
+      this.consumer?.pause(topics);
+    } else if (change.state === 'half-open') {
+      this.log.info('circuit half-open: one batch probes');
+    } else {
+      this.log.info('circuit closed: consumption resumed');
+      this.consumer?.resume(topics);
+    }
+    this.emit('circuit', change);
+  }
+
+  /**
+   * Fences any previous owner of the partition (a new transactional producer for it), then reads the group's
+   * committed offset: records below it were committed by that owner and must not be processed again.
+   */
+  private async fenceIn(topic: string, partition: number): Promise<bigint> {
+    await this.committer.fence(topic, partition);
+    this.admin ??= (async () => {
+      const admin = this.options.kafka.admin();
+      await admin.connect();
+      return admin;
+    })().catch((err: unknown) => {
+      this.admin = undefined;
+      throw err;
+    });
+    const [offsets] = await (await this.admin).fetchOffsets({ groupId: this.options.groupId, topics: [topic] });
+    const committed = BigInt(offsets?.partitions.find((p) => p.partition === partition)?.offset ?? '-1');
+    this.fencedIn.set(partition, committed);
+    return committed;
+  }
+
   private async onBatch(payload: EachBatchPayload): Promise<void> {
     const { batch } = payload;
     const log = this.log.child({ topic: batch.topic, partition: batch.partition });
     const { batchSize, groupId } = this.options;
-    for (let start = 0; start < batch.messages.length; start += batchSize) {
-      if (!payload.isRunning() || payload.isStale() || this.draining) return;
-      const chunk = batch.messages.slice(start, start + batchSize);
+    const batchKey = `${batch.partition}:${batch.lastOffset()}`;
+    const leave = () => void this.abandoned.add(batchKey);
+    if (!payload.isRunning() || this.draining || this.rebalancing) return leave();
+    let messages = batch.messages;
+    if (this.options.exactlyOnce) {
+      const committed = this.fencedIn.get(batch.partition) ?? (await this.fenceIn(batch.topic, batch.partition));
+      const first = messages.findIndex((m) => BigInt(m.offset) >= committed);
+      if (first !== 0 && messages.length > 0) {
+        const skipped = first === -1 ? messages : messages.slice(0, first);
+        log.info({ from: skipped[0]!.offset, to: skipped[skipped.length - 1]!.offset, committed: committed.toString() }, 'skipping records the previous owner of the partition committed');
+        payload.resolveOffset(skipped[skipped.length - 1]!.offset);
+        messages = first === -1 ? [] : messages.slice(first);
+      }
+    }
+    // Heartbeats tell this member when the group rebalances (finish the chunk, start no other) and when it
+    // has been dropped from the group (its partitions belong to another member: abandon the chunk).
+    const heartbeat = async (chunkAbort?: AbortController) => {
+      try {
+        await payload.heartbeat();
+      } catch (err) {
+        const type = (err as { type?: string }).type ?? '';
+        if (MEMBERSHIP_LOST.has(type)) chunkAbort?.abort(new Error(`this member left the group (${type}); another owns the partition now`));
+        if (type === 'REBALANCE_IN_PROGRESS') {
+          this.rebalancing = true;
+          // A chunk waiting for the circuit to close would hold the rebalance up for nothing.
+          if (this.breaker.state !== 'closed') chunkAbort?.abort(new Error('group rebalancing while the circuit is open'));
+        }
+        log.debug({ err: errorMessage(err), type }, 'heartbeat failed');
+      }
+    };
+    for (let start = 0; start < messages.length; start += batchSize) {
+      if (!payload.isRunning() || payload.isStale() || this.draining || this.rebalancing) return leave();
+      const chunk = messages.slice(start, start + batchSize);
       const raws: RawRecord[] = chunk.map((m) => ({
         topic: batch.topic,
         partition: batch.partition,
@@ -125,32 +227,42 @@ export class StageRunner extends EventEmitter {
       const chunkAbort = new AbortController();
       const onStop = () => chunkAbort.abort(new Error('stage stopping'));
       this.abort.signal.addEventListener('abort', onStop, { once: true });
-      const heartbeat = async () => {
-        if (payload.isStale()) chunkAbort.abort(new Error('partition revoked'));
-        await payload.heartbeat().catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'heartbeat failed'));
-      };
-      const timer = setInterval(() => void heartbeat(), 2_000);
+      const timer = setInterval(() => void heartbeat(chunkAbort), 2_000);
       const started = process.hrtime.bigint();
       let finished!: () => void;
       const tracked = new Promise<void>((resolve) => (finished = resolve));
       this.inflight.add(tracked);
       try {
-        const routed = await routeBatch(raws, (records, ctx) => this.processor.process(records, ctx), this.options.serde, this.options.target, this.context(log, heartbeat, chunkAbort.signal));
+        const routed = await routeBatch(
+          raws,
+          (records, ctx) => this.processor.process(records, ctx),
+          this.options.serde,
+          this.options.target,
+          this.context(log, () => heartbeat(chunkAbort), chunkAbort.signal),
+          this.breaker,
+        );
         if (chunkAbort.signal.aborted || payload.isStale() || !payload.isRunning()) {
-          log.info({ from: raws[0]!.offset }, 'chunk abandoned before commit; it will be consumed again');
-          return;
+          log.info({ from: raws[0]!.offset, reason: errorMessage(chunkAbort.signal.reason) }, 'chunk abandoned before commit; it will be consumed again');
+          return leave();
         }
         const nextOffset = (BigInt(raws[raws.length - 1]!.offset) + 1n).toString();
-        await this.committer.commit(
-          { groupId, topic: batch.topic, partition: batch.partition, nextOffset, byTopic: routed.byTopic },
-          (topic, partition, offset) => this.consumer!.commitOffsets([{ topic, partition, offset }]),
-        );
+        try {
+          await this.committer.commit(
+            { groupId, topic: batch.topic, partition: batch.partition, nextOffset, byTopic: routed.byTopic },
+            (topic, partition, offset) => this.consumer!.commitOffsets([{ topic, partition, offset }]),
+          );
+        } catch (err) {
+          // The producer is gone (fenced, or in an unknown state): fence in afresh and re-read the offset first.
+          this.fencedIn.delete(batch.partition);
+          throw err;
+        }
         payload.resolveOffset(raws[raws.length - 1]!.offset);
         this.options.metrics.record(this.options.target.name, routed.counts);
         this.options.metrics.batchSeconds.observe({ stage: this.options.target.name }, Number(process.hrtime.bigint() - started) / 1e9);
         const event: BatchCommittedEvent = { topic: batch.topic, partition: batch.partition, nextOffset, counts: routed.counts };
         this.emit('committed', event);
       } catch (err) {
+        leave();
         if (chunkAbort.signal.aborted || this.abort.signal.aborted) {
           log.info({ from: raws[0]!.offset, reason: errorMessage(err) }, 'chunk abandoned; it will be consumed again');
           return;
@@ -158,14 +270,14 @@ export class StageRunner extends EventEmitter {
         // Not committed: kafkajs restarts the batch from the last resolved offset after a pause.
         this.options.metrics.retries.inc({ stage: this.options.target.name });
         log.error({ err: errorMessage(err), from: raws[0]!.offset }, 'chunk failed before commit; it will be retried');
-        throw err;
+        throw retriable(err);
       } finally {
         clearInterval(timer);
         this.abort.signal.removeEventListener('abort', onStop);
         this.inflight.delete(tracked);
         finished();
       }
-      await payload.heartbeat().catch(() => undefined);
+      await heartbeat();
     }
   }
 
@@ -193,7 +305,9 @@ export class StageRunner extends EventEmitter {
         clearTimeout(timer);
       }
       this.abort.abort(new Error('stage stopping'));
+      this.breaker.dispose();
       await this.consumer?.disconnect().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'consumer disconnect failed'));
+      await this.admin?.then((a) => a.disconnect()).catch(() => undefined);
       await this.committer.close();
       await this.processor.close?.();
       this.log.info('stage stopped');

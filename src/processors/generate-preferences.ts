@@ -74,12 +74,13 @@ export class PreferencePairGenerator implements Processor<PreferenceInput, Prefe
     const { sampling, candidates, systemPrompt } = this.config;
     const messages: ChatMessage[] = [...(systemPrompt ? [{ role: 'system' as const, content: systemPrompt }] : []), { role: 'user', content: instruction }];
     const common = { temperature: sampling.temperature, topP: sampling.topP, maxTokens: sampling.maxTokens, repetitionPenalty: sampling.repetitionPenalty, signal: ctx.signal };
+    const prompt = this.template.formatConversation(messages, { addGenerationPrompt: true });
     const out: Completion[] = [];
     for (let calls = 0; out.length < candidates && calls < candidates; calls++) {
       const n = candidates - out.length;
       const got = this.config.mode === 'chat'
         ? await this.backend.chat({ ...common, n, messages })
-        : await this.backend.complete({ ...common, n, prompt: this.template.formatConversation(messages, { addGenerationPrompt: true }), stop: [...this.template.stop], stopTokenIds: [...this.template.stopTokenIds] });
+        : await this.backend.complete({ ...common, n, prompt, stop: [...this.template.stop], stopTokenIds: [...this.template.stopTokenIds] });
       out.push(...got.slice(0, n));
       await ctx.heartbeat();
     }

@@ -40,32 +40,10 @@ export function routeTarget(stage: ResolvedStage): RouteTarget {
   };
 }
 
-/** Loads the model on first use, so stages can be created synchronously and loading errors reach the runner. */
-class LazyEmbedder implements Embedder {
-  private loading: Promise<Embedder> | undefined;
-  private loaded: Embedder | undefined;
-
-  constructor(
-    readonly model: string,
-    private readonly load: () => Promise<Embedder>,
-  ) {}
-
-  get dimensions(): number {
-    if (!this.loaded) throw new Error(`embedder ${this.model} is not loaded yet`);
-    return this.loaded.dimensions;
-  }
-
-  async embed(texts: string[]): Promise<Float32Array[]> {
-    this.loading ??= this.load().then((e) => (this.loaded = e));
-    return (await this.loading).embed(texts);
-  }
-
-  async close(): Promise<void> {
-    await this.loaded?.close();
-  }
-}
-
-/** Shared, lazily created resources of one process: backends and embedders are loaded once, on first use. */
+/**
+ * Backends and embedders of one process: each is loaded once, before the stages that name it are created,
+ * and shared by them (one model in memory, one connection pool per server).
+ */
 export class Resources {
   private readonly backends = new Map<string, InferenceBackend>();
   private readonly embedders = new Map<string, Embedder>();
@@ -75,27 +53,39 @@ export class Resources {
     private readonly logger: Logger,
   ) {}
 
+  /** Loads what the given stages reference (their `backend`, `judge` and `embedder` fields). */
+  async load(stages: readonly ResolvedStage[]): Promise<void> {
+    for (const stage of stages) {
+      for (const field of ['backend', 'judge'] as const) {
+        const name = stage.config[field];
+        if (typeof name === 'string' && !this.backends.has(name)) {
+          const config = this.topology.backends[name];
+          if (!config) throw new ConfigError(`stage ${stage.name}: no backend named '${name}'`);
+          this.backends.set(name, await createBackend(name, config, this.logger.child({ backend: name })));
+        }
+      }
+      const name = stage.config['embedder'];
+      if (typeof name === 'string' && !this.embedders.has(name)) {
+        const config = this.topology.embedders[name];
+        if (!config) throw new ConfigError(`stage ${stage.name}: no embedder named '${name}'`);
+        this.embedders.set(name, await createEmbedder(config));
+      }
+    }
+  }
+
   depsFor(stageName: string): StageDeps {
     return {
       stageName,
       logger: this.logger.child({ stage: stageName }),
       backend: (name) => {
-        const existing = this.backends.get(name);
-        if (existing) return existing;
-        const config = this.topology.backends[name];
-        if (!config) throw new ConfigError(`stage ${stageName}: no backend named '${name}'`);
-        const created = createBackend(name, config, this.logger.child({ backend: name }));
-        this.backends.set(name, created);
-        return created;
+        const backend = this.backends.get(name);
+        if (!backend) throw new ConfigError(`stage ${stageName}: backend '${name}' is not loaded (name it in the stage's backend field)`);
+        return backend;
       },
       embedder: (name) => {
-        const existing = this.embedders.get(name);
-        if (existing) return existing;
-        const config = this.topology.embedders[name];
-        if (!config) throw new ConfigError(`stage ${stageName}: no embedder named '${name}'`);
-        const created = new LazyEmbedder(config.model, () => createEmbedder(config));
-        this.embedders.set(name, created);
-        return created;
+        const embedder = this.embedders.get(name);
+        if (!embedder) throw new ConfigError(`stage ${stageName}: embedder '${name}' is not loaded (name it in the stage's embedder field)`);
+        return embedder;
       },
     };
   }
@@ -150,6 +140,7 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   const resources = new Resources(topology, logger);
   const runners = new Map<string, Runner>();
   try {
+    await resources.load(selected);
     // Downstream stages start first so that a source's first records find their consumers ready.
     for (const stage of [...selected].reverse()) {
       const deps = resources.depsFor(stage.name);
@@ -166,6 +157,7 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
         const runner = new StageRunner(processor, {
           kafka, serde, logger, metrics, target, groupId: stage.groupId, input: stage.input!, batchSize: stage.batchSize,
           concurrency: stage.concurrency, exactlyOnce: stage.exactlyOnce, sessionTimeoutMs: stage.sessionTimeoutMs, portSchemas: target.portSchemas,
+          circuitBreaker: stage.circuitBreaker,
         });
         runners.set(stage.name, runner);
         await runner.start();

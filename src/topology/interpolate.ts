@@ -1,14 +1,43 @@
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../core/errors.js';
 
-const PATTERN = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
-const WHOLE = /^\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}$/;
+const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 function lookup(name: string, fallback: string | undefined, env: NodeJS.ProcessEnv, path: string): string {
   const value = env[name];
   if (value !== undefined && value !== '') return value;
-  if (fallback !== undefined) return fallback;
+  if (fallback !== undefined) return substitute(fallback, env, path);
   throw new ConfigError(`${path || '(root)'}: environment variable ${name} is not set (use \${${name}:-default} for a default)`, { field: path, variable: name });
+}
+
+/** Index of the `}` closing the `${` at `start`, counting nested placeholders in defaults. */
+function closing(text: string, start: number, path: string): number {
+  let depth = 0;
+  for (let i = start; i < text.length; i++) {
+    if (text.startsWith('${', i)) {
+      depth++;
+      i++;
+    } else if (text[i] === '}' && --depth === 0) {
+      return i;
+    }
+  }
+  throw new ConfigError(`${path || '(root)'}: unclosed \${ in ${JSON.stringify(text)}`, { field: path });
+}
+
+/** Expands `${VAR}` and `${VAR:-default}`; a default may itself hold placeholders (`${A:-${HOME}/x}`). */
+function substitute(text: string, env: NodeJS.ProcessEnv, path: string): string {
+  let out = '';
+  let i = 0;
+  for (let start = text.indexOf('${'); start >= 0; start = text.indexOf('${', i)) {
+    const end = closing(text, start, path);
+    const body = text.slice(start + 2, end);
+    const sep = body.indexOf(':-');
+    const name = sep >= 0 ? body.slice(0, sep) : body;
+    if (!NAME.test(name)) throw new ConfigError(`${path || '(root)'}: '${name}' is not an environment variable name`, { field: path });
+    out += text.slice(i, start) + lookup(name, sep >= 0 ? body.slice(sep + 2) : undefined, env, path);
+    i = end + 1;
+  }
+  return out + text.slice(i);
 }
 
 /** A whole-value placeholder takes the YAML type of what it becomes: `gt: ${MIN_REWARD:-0.5}` is a number. */
@@ -27,9 +56,10 @@ function typed(text: string): unknown {
  */
 export function interpolateEnv(node: unknown, env: NodeJS.ProcessEnv, path = ''): unknown {
   if (typeof node === 'string') {
-    const whole = WHOLE.exec(node);
-    if (whole) return typed(lookup(whole[1]!, whole[2], env, path));
-    return node.replace(PATTERN, (_match, name: string, fallback: string | undefined) => lookup(name, fallback, env, path));
+    if (!node.includes('${')) return node;
+    const whole = node.startsWith('${') && closing(node, 0, path) === node.length - 1;
+    const value = substitute(node, env, path);
+    return whole ? typed(value) : value;
   }
   if (Array.isArray(node)) return node.map((item, i) => interpolateEnv(item, env, `${path}[${i}]`));
   if (node && typeof node === 'object') {

@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import type { CircuitBreakerOptions } from '../core/circuit-breaker.js';
 import { ConfigError } from '../core/errors.js';
 import { backendConfigSchema, type BackendConfig } from '../inference/factory.js';
 import { embedderConfigSchema, type EmbedderConfig } from '../embedding/transformers.js';
@@ -34,6 +35,7 @@ export interface ResolvedStage {
   readonly exactlyOnce: boolean;
   readonly retry: RetryConfig;
   readonly deadLetterAfterAttempts: number;
+  readonly circuitBreaker: CircuitBreakerOptions;
   readonly sessionTimeoutMs: number;
   /** The stage's own validated fields (common ones included). */
   readonly config: Record<string, unknown>;
@@ -153,6 +155,7 @@ export function parseTopology(text: string, source: string, options: LoadOptions
       exactlyOnce: s.exactlyOnce,
       retry: s.retry,
       deadLetterAfterAttempts: s.deadLetterAfterAttempts,
+      circuitBreaker: s.circuitBreaker,
       sessionTimeoutMs: s.sessionTimeoutMs,
       config: s,
     });

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { ConfigError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { createKafka } from '../kafka/client.js';
@@ -18,7 +19,7 @@ export interface ReplayOptions {
   stages?: string[];
   /** Consumer group reading `from` (later stages use `<group>.<stage>`); default: the replay id. */
   groupId?: string;
-  /** Names the intermediate topics; default `replay-<UTC timestamp>`. */
+  /** Names the intermediate topics; default `replay-<UTC time>-<4 hex>`. */
   replayId?: string;
 }
 
@@ -31,8 +32,9 @@ export interface ReplayPlan {
   deadLetter: string;
 }
 
+/** `replay-<UTC time>-<4 hex>`: two replays started in the same second still get their own groups. */
 export function defaultReplayId(now = new Date()): string {
-  return `replay-${now.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}`;
+  return `replay-${now.toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15)}-${randomBytes(2).toString('hex')}`;
 }
 
 /**

@@ -87,6 +87,18 @@ export const commonStageFields = {
    * the records go to the dead-letter topic; 0 means wait for recovery forever (consumption pauses).
    */
   deadLetterAfterAttempts: z.number().int().min(0).default(0),
+  /**
+   * After this many consecutive batch attempts failing with a retryable error the stage's circuit opens:
+   * consumption pauses, and one batch probes after a cool-down that doubles while probes fail.
+   */
+  circuitBreaker: z
+    .object({
+      failureThreshold: z.number().int().min(1).default(3),
+      coolDownMs: z.number().int().min(0).default(5_000),
+      maxCoolDownMs: z.number().int().min(0).default(60_000),
+    })
+    .strict()
+    .default({ failureThreshold: 3, coolDownMs: 5_000, maxCoolDownMs: 60_000 }),
   sessionTimeoutMs: z.number().int().min(6_000).default(45_000),
 };
 

@@ -26,7 +26,7 @@ export function registerReplay(program: Command): void {
     .requiredOption('--from <topic>', 'topic to read from the beginning (full name, no prefix applied)')
     .requiredOption('--to <topic>', 'new topic for the records that pass; rejects go to <to>.rejects, dead letters to <to>.dead-letter')
     .option('--stages <names>', 'stages to run, comma separated, in topology order (default: the filter stages)')
-    .option('--group <name>', 'consumer group reading --from (default: replay-<timestamp>); the group of an earlier replay resumes it')
+    .option('--group <name>', 'consumer group reading --from (default: the replay id, replay-<UTC time>-<4 hex>); the group of an earlier replay resumes it')
     .addHelpText('after', `
 Examples:
   MIN_REWARD=0.5 magpie replay topologies/magpie-pro-filtered.yaml --from magpie.tagged --to magpie.filtered-r05

@@ -254,7 +254,9 @@ describe('OpenAIBackend errors and retries', () => {
   });
 
   it('reports a dropped connection as a retryable INFERENCE_CONNECTION when retries run out', async () => {
-    const srv = await startServer((_seen, _res, req) => req.socket.destroy());
+    const srv = await startServer((_seen, _res, req) => {
+      req.socket.destroy();
+    });
     const err = await rejection(backend(srv.url, { retries: 0 }).complete({ prompt: 'p', ...sampling }));
     expect(err.code).toBe('INFERENCE_CONNECTION');
     expect(err.retryable).toBe(true);

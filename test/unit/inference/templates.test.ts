@@ -13,6 +13,8 @@ import type { ChatMessage } from '../../../src/inference/backend.js';
 const VICUNA_SYSTEM =
   "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.";
 
+const SMOLLM_SYSTEM = 'You are a helpful AI assistant named SmolLM, trained by Hugging Face';
+
 const conversation: ChatMessage[] = [
   { role: 'system', content: 'SYS' },
   { role: 'user', content: 'U1' },
@@ -49,6 +51,17 @@ const EXPECTED: Record<TemplateFamily, Expected> = {
   },
   chatml: {
     preQuery: '<|im_start|>user\n',
+    preQueryWithSystem: '<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\n',
+    mtAppend: '<|im_start|>user\n',
+    conversation:
+      '<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\nU1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n' +
+      '<|im_start|>user\nU2<|im_end|>\n<|im_start|>assistant\n',
+    stop: ['<|im_start|>', '<|im_end|>', '<|endoftext|>'],
+    stopTokenIds: [],
+    bos: null,
+  },
+  smollm2: {
+    preQuery: `<|im_start|>system\n${SMOLLM_SYSTEM}<|im_end|>\n<|im_start|>user\n`,
     preQueryWithSystem: '<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\n',
     mtAppend: '<|im_start|>user\n',
     conversation:
@@ -181,6 +194,14 @@ describe('system prompts', () => {
     expect(t.formatConversation([{ role: 'user', content: 'Q' }])).toBe(`${VICUNA_SYSTEM} USER: Q ASSISTANT:`);
   });
 
+  it('smollm2 puts in its default system prompt when a conversation has none, as its own template does', () => {
+    const t = familyTemplate('smollm2');
+    expect(t.formatConversation([{ role: 'user', content: 'Q' }])).toBe(
+      `<|im_start|>system\n${SMOLLM_SYSTEM}<|im_end|>\n<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n`,
+    );
+    expect(t.preQuery('math')).toBe(`<|im_start|>system\n${SYSTEM_PROMPTS.math}<|im_end|>\n<|im_start|>user\n`);
+  });
+
   it('a system message with no user turn after it is an error where the format has no system role', () => {
     expect(() => familyTemplate('gemma2').formatConversation([{ role: 'system', content: 'S' }])).toThrow(/system/);
   });
@@ -261,6 +282,8 @@ describe('detectFamily', () => {
   it('recognises model chat templates and names', () => {
     expect(detectFamily("{{'<|im_start|>' + message['role']}}")).toBe('chatml');
     expect(detectFamily('<|start_header_id|>')).toBe('llama3');
+    expect(detectFamily("{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>' }}")).toBe('smollm2');
+    expect(detectFamily('HuggingFaceTB/SmolLM2-360M-Instruct')).toBe('smollm2');
     expect(detectFamily('<start_of_turn>')).toBe('gemma2');
     expect(detectFamily("<<SYS>>\\n [INST]")).toBe('llama2');
     expect(detectFamily('[INST] x [/INST]')).toBe('mistral');

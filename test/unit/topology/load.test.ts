@@ -79,3 +79,12 @@ describe('environment interpolation', () => {
     expect(interpolateEnv({ a: '${X:-0.5}', b: '${Y:-true}', c: 'pre-${X:-1}', d: '${Z:-abc}', e: '${W:-}' }, { X: '2' })).toEqual({ a: 2, b: true, c: 'pre-2', d: 'abc', e: '' });
   });
 });
+
+describe('nested defaults', () => {
+  it('expands placeholders inside a default', async () => {
+    const { interpolateEnv } = await import('../../../src/topology/interpolate.js');
+    expect(interpolateEnv('${A:-${B:-${HOME}/x}/y}', { HOME: '/h' })).toBe('/h/x/y');
+    expect(interpolateEnv('${A:-${B:-${HOME}/x}/y}', { HOME: '/h', B: '/b' })).toBe('/b/y');
+    expect(() => interpolateEnv('${A:-oops', {})).toThrow(/unclosed/);
+  });
+});

@@ -1,0 +1,92 @@
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createKafka } from '../../src/kafka/client.js';
+import type { Conversation, DeadLetter, Instruction, Rejected } from '../../src/serde/records.generated.js';
+import { createSerde } from '../../src/serde/serde.js';
+import { runTopology, type RunningTopology } from '../../src/topology/build.js';
+import { waitUntilDrained } from '../../src/topology/drain.js';
+import { loadTopologyFile, type Topology } from '../../src/topology/load.js';
+import { uniquePrefix } from '../support/broker.js';
+import { readAll } from '../support/records.js';
+
+/**
+ * The embedded default end to end: real broker, real SmolLM2-135M-Instruct (llama.cpp), real MiniLM (ONNX):
+ * instructions → responses → embeddings → dedupe → language, task, quality tags → filter → sink.
+ */
+const COUNT = 32;
+const TEMPLATE_TOKENS = ['<|im_start|>', '<|im_end|>', '<|endoftext|>'];
+const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'warn' });
+const serde = createSerde();
+let topology: Topology;
+let run: RunningTopology;
+let kafka: ReturnType<typeof createKafka>;
+const topic = (name: string) => `${topology.topics.prefix}${name}`;
+
+beforeAll(async () => {
+  topology = await loadTopologyFile('topologies/local.yaml', {
+    topicPrefix: uniquePrefix('local'),
+    brokers: [inject('kafkaBootstrap')],
+    env: { ...process.env, MAGPIE_COUNT: String(COUNT) },
+  });
+  kafka = createKafka(topology.kafka, logger);
+  run = await runTopology(topology, logger);
+  await waitUntilDrained(run);
+}, 1_200_000);
+
+afterAll(async () => {
+  await run?.stop(0);
+});
+
+describe('the local topology on SmolLM2 and MiniLM', () => {
+  it('extracts instructions from the pre-query template alone, with their generation config', async () => {
+    const instructions = await readAll<Instruction>(kafka, serde, topic('magpie.instructions'), 'magpie.Instruction');
+    const rejects = (await readAll<Rejected>(kafka, serde, topic('magpie.rejects'), 'magpie.Rejected')).filter((r) => r.stage === 'instructions');
+    expect(instructions.length + rejects.length).toBe(COUNT);
+    expect(instructions.length).toBeGreaterThanOrEqual(20);
+    for (const ins of instructions) {
+      expect(ins.instruction.trim()).toBe(ins.instruction);
+      expect(ins.instruction.length).toBeGreaterThan(0);
+      for (const token of TEMPLATE_TOKENS) expect(ins.instruction).not.toContain(token);
+      expect(ins.gen_input_configs).toMatchObject({ temperature: 1, top_p: 1, max_tokens: 96, template_family: 'chatml', pre_query_template: '<|im_start|>user\n', system_prompt: null });
+      expect(ins.gen_input_configs.input_generator).toMatch(/^llamacpp:/);
+      expect(ins.model).toBe('HuggingFaceTB/SmolLM2-135M-Instruct');
+      expect(ins.finish_reason).toBe('stop');
+    }
+    for (const r of rejects) expect(['empty_instruction', 'truncated_instruction', 'template_leak', 'too_short', 'too_long']).toContain(r.rule);
+  });
+
+  it('answers every clean instruction and carries every tag into the sink', async () => {
+    const instructions = await readAll<Instruction>(kafka, serde, topic('magpie.instructions'), 'magpie.Instruction');
+    const responses = await readAll<Conversation>(kafka, serde, topic('magpie.responses'), 'magpie.Conversation');
+    const rejects = await readAll<Rejected>(kafka, serde, topic('magpie.rejects'), 'magpie.Rejected');
+    const responseRejects = rejects.filter((r) => r.stage === 'responses');
+    expect(responses.length + responseRejects.length).toBe(instructions.length);
+    expect(responses.length).toBeGreaterThanOrEqual(20);
+    for (const r of responses) for (const token of TEMPLATE_TOKENS) expect(r.response).not.toContain(token);
+
+    const sink = await readAll<Conversation>(kafka, serde, topic('magpie.sink'), 'magpie.Conversation');
+    const filtered = rejects.filter((r) => r.stage === 'filter');
+    expect(sink.length + filtered.length).toBe(responses.length);
+    expect(sink.length).toBeGreaterThan(0);
+    const byUuid = new Map(instructions.map((i) => [i.uuid, i]));
+    for (const rec of sink) {
+      expect(byUuid.get(rec.uuid)?.instruction).toBe(rec.instruction);
+      expect(rec.conversations).toEqual([{ from: 'human', value: rec.instruction }, { from: 'gpt', value: rec.response }]);
+      expect(rec.gen_response_configs).toMatchObject({ temperature: 0, max_tokens: 160 });
+      expect(rec.embedding_model).toBe('sentence-transformers/all-MiniLM-L6-v2');
+      expect(rec.is_duplicate).toBe(false);
+      expect(rec.repeat_count).not.toBeNull();
+      expect(rec.language).toMatch(/^[a-z]{2,3}$/);
+      const failed = new Set(rec.tag_failures.map((f) => f.tag));
+      for (const tag of ['task_category', 'input_quality'] as const) {
+        if (failed.has(tag)) expect(rec[tag]).toBeNull();
+        else expect(rec[tag]).toEqual(expect.any(String));
+      }
+    }
+  });
+
+  it('dead-letters nothing', async () => {
+    const dead = await readAll<DeadLetter>(kafka, serde, topic('magpie.dead-letter'), 'magpie.DeadLetter');
+    expect(dead.map((d) => `${d.stage}: ${d.code} ${d.reason}`)).toEqual([]);
+  });
+});

@@ -1,0 +1,136 @@
+/**
+ * One fault-injection run: a derived topology under a fresh prefix, its topics, N instructions in the input,
+ * a tail on the sink, `magpie run` child processes, and the final exact check turned into a summary row.
+ */
+import type { Kafka } from 'kafkajs';
+import type { Logger } from '../../../src/core/logger.js';
+import { createKafka } from '../../../src/kafka/client.js';
+import { topicEndOffsets } from '../../../src/kafka/admin.js';
+import type { Instruction } from '../../../src/serde/records.generated.js';
+import type { RecordSerde } from '../../../src/serde/serde.js';
+import type { SchemaName } from '../../../src/serde/schemas.js';
+import { createTopologyTopics } from '../../../src/topology/build.js';
+import { loadTopologyFile, type Topology } from '../../../src/topology/load.js';
+import { uniquePrefix } from '../broker.js';
+import { makeInstruction, produceRecords } from '../records.js';
+import { checkSink, countRecords, deriveTopology, SinkTail, type FaultRow, type SinkCheck } from './sink.js';
+import { StageProcess, type StageProcessOptions } from './stage-process.js';
+
+export interface ScenarioOptions {
+  name: string;
+  brokers: string;
+  /** Topology file the run derives from. */
+  topology: string;
+  patch?: Record<string, unknown>;
+  /** Stage whose consumer group must reach the end of its input before the check. */
+  stage: string;
+  outputSchema?: SchemaName;
+  env?: Record<string, string>;
+}
+
+export class Scenario {
+  readonly prefix: string;
+  readonly file: string;
+  readonly processes: StageProcess[] = [];
+  sent: Instruction[] = [];
+  kafka!: Kafka;
+  topology!: Topology;
+  tail!: SinkTail;
+
+  constructor(
+    readonly options: ScenarioOptions,
+    private readonly serde: RecordSerde,
+    private readonly logger: Logger,
+  ) {
+    this.prefix = uniquePrefix(options.name);
+    this.file = options.patch ? deriveTopology(options.topology, options.patch, this.prefix) : options.topology;
+  }
+
+  get stage() {
+    return this.topology.stages.find((s) => s.name === this.options.stage)!;
+  }
+
+  get input(): string {
+    return this.stage.input!;
+  }
+
+  get output(): string {
+    return this.stage.ports.out!;
+  }
+
+  get deadLetter(): string {
+    return this.stage.deadLetter;
+  }
+
+  /** Loads the topology, creates its topics, sends `n` instructions (or `values`) and starts the sink tail. */
+  async prepare(n: number, values?: Instruction[]): Promise<this> {
+    this.topology = await loadTopologyFile(this.file, { topicPrefix: this.prefix, brokers: this.options.brokers.split(','), env: { ...process.env, ...this.options.env } });
+    this.kafka = createKafka(this.topology.kafka, this.logger);
+    await createTopologyTopics(this.kafka, this.topology, this.logger);
+    this.sent = values ?? Array.from({ length: n }, (_, i) => makeInstruction(i));
+    await produceRecords(this.kafka, this.serde, this.input, 'magpie.Instruction', this.sent);
+    this.tail = await new SinkTail(this.kafka, this.output).start();
+    return this;
+  }
+
+  spawn(extra: Partial<StageProcessOptions> = {}): StageProcess {
+    const p = new StageProcess({
+      topology: this.file,
+      brokers: this.options.brokers,
+      prefix: this.prefix,
+      label: `${this.prefix}-${this.processes.length + 1}`,
+      ...(this.options.env ? { env: this.options.env } : {}),
+      ...extra,
+    });
+    this.processes.push(p);
+    return p;
+  }
+
+  /** Resolves once the stage's group has committed every input partition up to its end. */
+  async drained(timeoutMs = 180_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const admin = this.kafka.admin();
+    await admin.connect();
+    try {
+      const ends = await topicEndOffsets(this.kafka, this.input);
+      for (;;) {
+        const [committed] = await admin.fetchOffsets({ groupId: this.stage.groupId, topics: [this.input] }).catch(() => [undefined]);
+        const behind = [...ends].filter(([p, { high }]) => BigInt(committed?.partitions.find((c) => c.partition === p)?.offset ?? '-1') < high);
+        if (behind.length === 0) return;
+        if (Date.now() > deadline) {
+          const logs = this.processes.map((p) => `--- ${p.logFile}\n${p.problems()}`).join('\n');
+          throw new Error(`group ${this.stage.groupId} still behind on partitions ${behind.map(([p]) => p).join(',')} after ${timeoutMs} ms\n${logs}`);
+        }
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
+  /** Exact check of the sink against what was sent, and the dead letters. */
+  async check(expected: Iterable<string> = this.sent.map((s) => s.uuid)): Promise<SinkCheck & { deadLettered: number }> {
+    const result = await checkSink(this.kafka, this.serde, this.output, this.options.outputSchema ?? 'magpie.Instruction', expected);
+    return { ...result, deadLettered: await countRecords(this.kafka, this.deadLetter) };
+  }
+
+  /** `liftedAt`: when the fault ended (process restarted, broker back, server healthy); recovery counts from there. */
+  row(fault: string, result: SinkCheck & { deadLettered: number }, liftedAt: number, note?: string): FaultRow {
+    const first = this.tail.firstArrivalAfter(liftedAt);
+    return {
+      fault,
+      in: this.sent.length,
+      out: result.out,
+      duplicates: result.duplicates,
+      lost: result.lost.length,
+      deadLettered: result.deadLettered,
+      recoveryMs: first === undefined ? undefined : first - liftedAt,
+      ...(note ? { note } : {}),
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.processes.map((p) => p.stop()));
+    await this.tail?.stop();
+  }
+}
