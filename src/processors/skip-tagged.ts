@@ -11,12 +11,12 @@ function hasAll(value: unknown, fields: readonly string[]): boolean {
  * through untouched; the rest go to the processor `create` makes, on first need, so a replay over tagged
  * data never loads a model or calls a server. `onTagged` hears how many of each batch were tagged already.
  */
-export function skipTagged<T>(fields: readonly string[], create: () => Processor<T, T>, onTagged?: (count: number) => void): Processor<T, T> {
+export function skipTagged<T>(fields: readonly string[], create: () => Processor<T, T> | Promise<Processor<T, T>>, onTagged?: (count: number) => void): Processor<T, T> {
   let inner: Promise<Processor<T, T>> | undefined;
   let restorer: StateRestorer | undefined;
   let initContext: StageContext | undefined;
   const start = async () => {
-    const processor = create();
+    const processor = await create();
     if (initContext && restorer) await processor.init?.(initContext, restorer);
     return processor;
   };

@@ -140,7 +140,8 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   const resources = new Resources(topology, logger);
   const runners = new Map<string, Runner>();
   try {
-    await resources.load(selected);
+    // A replaced processor does not use its stage's backends: they are not loaded for it.
+    await resources.load(selected.filter((s) => !options.processorOverrides?.[s.name]));
     // Downstream stages start first so that a source's first records find their consumers ready.
     for (const stage of [...selected].reverse()) {
       const deps = resources.depsFor(stage.name);

@@ -108,15 +108,21 @@ export async function runReplay(topology: Topology, options: ReplayOptions, logg
     await admin.disconnect();
   }
 
-  // Tag stages that declare their fields only run (and only load their model) for records still missing them.
+  // Tag stages that declare their fields only run, and only load their backend, for records still missing them.
   const resources = new Resources(plan.topology, logger);
   let alreadyTagged = 0;
+  // One load at a time: two stages naming the same backend must not both create it.
+  let loading = Promise.resolve();
   const overrides: Record<string, Processor<unknown, unknown>> = {};
   for (const stage of stages) {
     const def = stage.definition;
     if (def.kind !== 'processor' || !def.writesFields) continue;
     const fields = def.writesFields(stage.config as never);
-    overrides[stage.name] = skipTagged(fields, () => def.create(stage.config as never, resources.depsFor(stage.name)), (n) => (alreadyTagged += n));
+    const create = async () => {
+      await (loading = loading.then(() => resources.load([stage])));
+      return def.create(stage.config as never, resources.depsFor(stage.name));
+    };
+    overrides[stage.name] = skipTagged(fields, create, (n) => (alreadyTagged += n));
   }
 
   logger.info({ replayId: plan.replayId, groupId: plan.groupId, from: options.from, to: options.to, stages: stages.map((s) => s.name) }, 'replay started');

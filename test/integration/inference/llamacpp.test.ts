@@ -57,7 +57,7 @@ describe.skipIf(!gguf)('LlamaCppBackend with SmolLM2-135M-Instruct', () => {
   });
 
   it('runs the bare ChatML pre-query too (no template leaks; the 135M model mostly rambles without its system turn)', async () => {
-    const out = await backend.complete({ prompt: chatml.preQueryTemplate, n: 4, seed: 1234, ...instructionSampling, stop: [...chatml.stop] });
+    const out = await backend.complete({ prompt: chatml.preQueryTemplate, n: 4, seed: 1234, ...instructionSampling, maxTokens: 64, stop: [...chatml.stop] });
     console.info(`[llamacpp.test] bare <|im_start|>user pre-query: ${out.filter((c) => c.finishReason === 'stop').length}/4 ended at <|im_end|>`);
     for (const c of out) expect(chatml.leaks(c.text)).toEqual([]);
   });

@@ -20,6 +20,7 @@ const QUALITY = ['poor', 'average', 'good', 'excellent'];
 function tagged(i: number): Conversation {
   return {
     ...makeConversation(i, `Explain step ${i} of the algorithm in plain words.`),
+    task_category: 'Reasoning',
     input_quality: QUALITY[i % 4]!,
     quality_explanation: 'ok',
     language: 'en',
@@ -72,23 +73,27 @@ describe('magpie replay', () => {
     await expect(runReplay(loose.topology, { from, to: `${prefix}.filtered-r0` }, logger)).rejects.toThrow(ConfigError);
   });
 
-  it('tag stages pass already-tagged records through without calling their model', async () => {
+  it('tag stages pass already-tagged records through without loading or calling their model', async () => {
     const { prefix, from, kafka } = await sourceTopic('replay-tags', 60);
-    // Nothing listens on port 9: a reward request would be retried forever and the replay never finish.
+    // The judge's model file does not exist, and nothing listens on port 9: loading the one or asking the other
+    // would fail or retry forever, and the replay never finish.
     const topology: Topology = parseTopology(
       `
 name: replay-tags
 kafka: { brokers: ${bootstrap} }
+backends:
+  judge: { type: llamacpp, modelPath: /nonexistent/judge.gguf }
 stages:
-  - { name: reward, type: tag-reward, input: conversations, output: rewarded, url: 'http://127.0.0.1:9/score', api: score-json, model: test-rm }
+  - { name: category, type: tag-llm-judge, backend: judge, task: task_category, input: conversations, output: categorized }
+  - { name: reward, type: tag-reward, input: categorized, output: rewarded, url: 'http://127.0.0.1:9/score', api: score-json, model: test-rm }
   - { name: keep-good, type: filter, input: rewarded, output: filtered, rules: [{ field: input_quality, in: [good, excellent] }] }
 `,
       'replay-tags.yaml',
       { env: {} },
     );
     const to = `${prefix}.refiltered`;
-    const summary = await runReplay(topology, { from, to, stages: ['reward', 'keep-good'] }, logger);
-    expect(summary).toMatchObject({ in: 60, kept: 30, alreadyTagged: 60, rejected: [{ stage: 'keep-good', rule: 'input_quality_in', count: 30 }] });
+    const summary = await runReplay(topology, { from, to, stages: ['category', 'reward', 'keep-good'] }, logger);
+    expect(summary).toMatchObject({ in: 60, kept: 30, deadLettered: 0, alreadyTagged: 120, rejected: [{ stage: 'keep-good', rule: 'input_quality_in', count: 30 }] });
     const kept = await readAll<Conversation>(kafka, serde, to, 'magpie.Conversation');
     expect(kept).toHaveLength(30);
     expect(kept.every((c) => c.reward_model === 'test-rm' && ['good', 'excellent'].includes(c.input_quality!))).toBe(true);

@@ -16,7 +16,7 @@ function bruteForce(vectors: Float32Array[], n: number, query: Float32Array, k: 
 }
 
 describe('NeighborIndex (default settings) against brute force', () => {
-  it('finds the exact top-5 for every query while 3,000 random vectors are inserted one by one', () => {
+  it('finds the exact top-5 for every query while 3,000 random vectors are inserted one by one', { timeout: 60_000 }, () => {
     const dims = 64;
     const random = seededRandom(7);
     const vectors = Array.from({ length: 3000 }, () => randomUnitVector(random, dims));
