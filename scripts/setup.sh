@@ -14,5 +14,3 @@ if [ ! -f node_modules/.package-lock.json ] || ! cmp -s package-lock.json node_m
 fi
 bash scripts/kafka.sh fetch
 bash scripts/fetch-models.sh >&2
-# The report test renders its HTML page in headless Chromium (Debian package).
-bash scripts/ensure-chromium.sh >/dev/null

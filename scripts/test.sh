@@ -4,6 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The report test renders its HTML page in headless Chromium (Debian package; installed when missing).
+bash scripts/ensure-chromium.sh >/dev/null
+# A real OpenAI-compatible server for the openai backend's protocol tests: llama-cpp-python's, built from source
+# once (about 12 minutes on 2 cores; pip keeps the wheel). MAGPIE_SKIP_LLAMA_SERVER=1 skips it, and those
+# tests then say so and run against the in-test server only.
+if [ -z "${MAGPIE_SKIP_LLAMA_SERVER:-}" ] && ! python3 -c 'import llama_cpp.server' 2>/dev/null; then
+  echo "test: building llama-cpp-python's server (once per machine)" >&2
+  CMAKE_ARGS="-DGGML_NATIVE=OFF" python3 -m pip install -q 'llama-cpp-python[server]==0.3.36' >&2
+fi
 export MAGPIE_LOG_LEVEL="${MAGPIE_LOG_LEVEL:-warn}"
 npx tsc --noEmit -p .
 node bin/magpie.js schemas check
