@@ -36,6 +36,8 @@ export const PRODUCER_RETRY = { retries: Number.MAX_SAFE_INTEGER, initialRetryTi
 
 /** Translates the topology's kafka block into a kafkajs client that logs through pino. */
 export function createKafka(config: KafkaConfig, logger: Logger): Kafka {
+  // Records are keyed by uuid; kafkajs' current default partitioner (murmur2, like the Java client) is wanted.
+  process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
   const kafkaLogger = logger.child({ component: 'kafkajs' });
   const options: KafkaJsConfig = {
     clientId: config.clientId,

@@ -45,7 +45,10 @@ export class TransactionalCommitter implements Committer {
     return `${this.transactionalIdPrefix}-${topic}-${partition}`;
   }
 
-  /** A new producer for the partition's transactional id: connecting it (InitProducerId) fences every older one. */
+  /**
+   * A new producer for the partition's transactional id. Its InitProducerId bumps the epoch, which fences every
+   * older producer of the id and completes (aborts) a transaction one left open; it returns only after that.
+   */
   async fence(topic: string, partition: number): Promise<void> {
     const id = this.idOf(topic, partition);
     const previous = this.producers.get(id);
@@ -60,6 +63,9 @@ export class TransactionalCommitter implements Committer {
       const created = (async () => {
         const producer = this.kafka.producer({ transactionalId: id, idempotent: true, maxInFlightRequests: 1, retry: PRODUCER_RETRY, transactionTimeout: 60_000 });
         await producer.connect();
+        // kafkajs sends InitProducerId with the transactional id when the first transaction begins, not on
+        // connect: begin (and drop) an empty one now, so the fence is in place before any offset is read.
+        await (await producer.transaction()).abort();
         return producer;
       })();
       created.catch(() => {

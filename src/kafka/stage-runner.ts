@@ -69,8 +69,11 @@ export class StageRunner extends EventEmitter {
   private readonly log: Logger;
   private stopping: Promise<void> | undefined;
   private draining = false;
-  /** Set when the group starts a rebalance: no new chunk starts until this member has joined again. */
-  private rebalancing = false;
+  /**
+   * The heartbeat error saying this member must join the group again (a rebalance began, or the group dropped
+   * it). No chunk starts meanwhile; onBatch throws it, and kafkajs rejoins at once instead of fetching on.
+   */
+  private rejoin: Error | undefined;
   /** Committed offset read after fencing, per input partition, since the last assignment. */
   private readonly fencedIn = new Map<number, bigint>();
   /** `partition:lastOffset` of batches left part-way, so their end does not count as handled. */
@@ -120,7 +123,7 @@ export class StageRunner extends EventEmitter {
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       // A new assignment: every partition is fenced in again before its first chunk.
       this.fencedIn.clear();
-      this.rebalancing = false;
+      this.rejoin = undefined;
       this.log.info({ assignment: e.payload.memberAssignment }, 'joined group');
     });
     consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
@@ -177,13 +180,18 @@ export class StageRunner extends EventEmitter {
     return committed;
   }
 
+  /** Ends a batch left part-way: by rejoining the group first when that is why; its end then does not count as handled. */
+  private leaveBatch(key: string): void {
+    if (this.rejoin) throw this.rejoin;
+    this.abandoned.add(key);
+  }
+
   private async onBatch(payload: EachBatchPayload): Promise<void> {
     const { batch } = payload;
     const log = this.log.child({ topic: batch.topic, partition: batch.partition });
     const { batchSize, groupId } = this.options;
     const batchKey = `${batch.partition}:${batch.lastOffset()}`;
-    const leave = () => void this.abandoned.add(batchKey);
-    if (!payload.isRunning() || this.draining || this.rebalancing) return leave();
+    if (this.rejoin || !payload.isRunning() || this.draining) return this.leaveBatch(batchKey);
     let messages = batch.messages;
     if (this.options.exactlyOnce) {
       const committed = this.fencedIn.get(batch.partition) ?? (await this.fenceIn(batch.topic, batch.partition));
@@ -202,17 +210,15 @@ export class StageRunner extends EventEmitter {
         await payload.heartbeat();
       } catch (err) {
         const type = (err as { type?: string }).type ?? '';
+        if (MEMBERSHIP_LOST.has(type) || type === 'REBALANCE_IN_PROGRESS') this.rejoin ??= err as Error;
         if (MEMBERSHIP_LOST.has(type)) chunkAbort?.abort(new Error(`this member left the group (${type}); another owns the partition now`));
-        if (type === 'REBALANCE_IN_PROGRESS') {
-          this.rebalancing = true;
-          // A chunk waiting for the circuit to close would hold the rebalance up for nothing.
-          if (this.breaker.state !== 'closed') chunkAbort?.abort(new Error('group rebalancing while the circuit is open'));
-        }
+        // A chunk waiting for the circuit to close would hold the rebalance up for nothing.
+        else if (type === 'REBALANCE_IN_PROGRESS' && this.breaker.state !== 'closed') chunkAbort?.abort(new Error('group rebalancing while the circuit is open'));
         log.debug({ err: errorMessage(err), type }, 'heartbeat failed');
       }
     };
     for (let start = 0; start < messages.length; start += batchSize) {
-      if (!payload.isRunning() || payload.isStale() || this.draining || this.rebalancing) return leave();
+      if (this.rejoin || !payload.isRunning() || payload.isStale() || this.draining) return this.leaveBatch(batchKey);
       const chunk = messages.slice(start, start + batchSize);
       const raws: RawRecord[] = chunk.map((m) => ({
         topic: batch.topic,
@@ -243,7 +249,7 @@ export class StageRunner extends EventEmitter {
         );
         if (chunkAbort.signal.aborted || payload.isStale() || !payload.isRunning()) {
           log.info({ from: raws[0]!.offset, reason: errorMessage(chunkAbort.signal.reason) }, 'chunk abandoned before commit; it will be consumed again');
-          return leave();
+          return this.leaveBatch(batchKey);
         }
         const nextOffset = (BigInt(raws[raws.length - 1]!.offset) + 1n).toString();
         try {
@@ -262,10 +268,10 @@ export class StageRunner extends EventEmitter {
         const event: BatchCommittedEvent = { topic: batch.topic, partition: batch.partition, nextOffset, counts: routed.counts };
         this.emit('committed', event);
       } catch (err) {
-        leave();
+        if (err === this.rejoin) throw err;
         if (chunkAbort.signal.aborted || this.abort.signal.aborted) {
           log.info({ from: raws[0]!.offset, reason: errorMessage(err) }, 'chunk abandoned; it will be consumed again');
-          return;
+          return this.leaveBatch(batchKey);
         }
         // Not committed: kafkajs restarts the batch from the last resolved offset after a pause.
         this.options.metrics.retries.inc({ stage: this.options.target.name });

@@ -93,7 +93,7 @@ export class PreferencePairGenerator implements Processor<PreferenceInput, Prefe
     // All records of a batch at once: the backend bounds concurrency and a batching server fills its batch.
     const sampled = await Promise.all(batch.map(async ({ value }) => (value.instruction.trim() ? (await this.sample(value.instruction.trim(), ctx)).filter(usable) : [])));
     const jobs = sampled.flatMap((completions, record) => completions.map((c) => ({ record, completion: c })));
-    const scores = await mapLimited(jobs, this.config.reward.concurrency, ({ record, completion }, signal) =>
+    const scores = await mapLimited(jobs, this.config.reward.maxInFlight, ({ record, completion }, signal) =>
       this.rewards.score({ instruction: batch[record]!.value.instruction.trim(), response: completion.text.trim() }, signal), ctx.signal);
     let next = 0;
     return batch.map(({ value }, record): Outcome<PreferencePair> => {

@@ -10,7 +10,8 @@ const config = z.strictObject({
   task: z.enum(['task_category', 'difficulty', 'input_quality']),
   sampling: judgeSamplingSchema.default(DEFAULT_JUDGE_SAMPLING),
   /** Records judged at once; a continuous-batching server wants many in flight. */
-  concurrency: z.number().int().min(1).max(1024).default(8),
+  /** Judge requests in flight per batch (the common `concurrency` is input partitions). */
+  maxInFlight: z.number().int().min(1).max(1024).default(8),
   /** Send the answer's JSON schema for constrained decoding; turn off for backends that reject it. */
   constrainOutput: z.boolean().default(true),
 });
@@ -61,7 +62,7 @@ export const tagLlmJudge = defineProcessor({
     };
     return {
       process: (batch, ctx) =>
-        tagEach(batch, ctx, cfg.concurrency, async (record, signal) => {
+        tagEach(batch, ctx, cfg.maxInFlight, async (record, signal) => {
           const request = { messages: spec.messages(record.instruction), jsonSchema: cfg.constrainOutput ? spec.jsonSchema : undefined };
           const judged = await askJudge(backend, request, cfg.sampling, parse, signal);
           return recordTag(record, cfg.task, judged, (answer) => judgementFields(cfg.task, answer));

@@ -26,12 +26,13 @@ export const rewardClientConfigSchema = z.strictObject({
   /** Environment variable holding a bearer token, if the server wants one. */
   apiKeyEnv: z.string().min(1).optional(),
   timeoutMs: z.number().int().min(100).default(60_000),
-  retry: z.strictObject({
+  requestRetry: z.strictObject({
     attempts: z.number().int().min(1).max(20).default(3),
     initialDelayMs: z.number().int().min(0).default(500),
     maxDelayMs: z.number().int().min(0).default(10_000),
   }).default({ attempts: 3, initialDelayMs: 500, maxDelayMs: 10_000 }),
-  concurrency: z.number().int().min(1).max(1024).default(16),
+  /** Requests in flight (the common stage field `concurrency` is input partitions). */
+  maxInFlight: z.number().int().min(1).max(1024).default(16),
 });
 type Config = z.infer<typeof rewardClientConfigSchema>;
 
@@ -74,7 +75,7 @@ export class RewardClient {
   private readonly headers: Record<string, string>;
 
   constructor(private readonly cfg: Config) {
-    this.agent = new Agent({ connections: cfg.concurrency, headersTimeout: cfg.timeoutMs, bodyTimeout: cfg.timeoutMs });
+    this.agent = new Agent({ connections: cfg.maxInFlight, headersTimeout: cfg.timeoutMs, bodyTimeout: cfg.timeoutMs });
     this.headers = { 'content-type': 'application/json' };
     if (cfg.apiKeyEnv) {
       const key = process.env[cfg.apiKeyEnv];
@@ -86,7 +87,7 @@ export class RewardClient {
   /** The score, or why there is none; transient faults are retried, then thrown. */
   async score(record: RewardInput, signal: AbortSignal): Promise<Judged<number>> {
     try {
-      const score = await withRetry(() => this.post(record, signal), { ...this.cfg.retry, signal });
+      const score = await withRetry(() => this.post(record, signal), { ...this.cfg.requestRetry, signal });
       return { ok: true, value: score };
     } catch (err) {
       if (isRetryable(err) || signal.aborted || !(err instanceof InferenceError)) throw err;
@@ -149,7 +150,7 @@ export const tagReward = defineProcessor({
     const client = new RewardClient(cfg);
     return {
       process: (batch, ctx) =>
-        tagEach(batch, ctx, cfg.concurrency, async (record, signal) =>
+        tagEach(batch, ctx, cfg.maxInFlight, async (record, signal) =>
           recordTag(record, TAG, await client.score(record, signal), (score) => ({ instruct_reward: score, reward_model: cfg.model })),
         ),
       close: () => client.close(),

@@ -18,7 +18,8 @@ const config = z.strictObject({
   /** Whose turn is judged: the instruction (user), or the response in context (agent). */
   assess: z.enum(['user', 'agent']).default('agent'),
   sampling: judgeSamplingSchema.default({ temperature: 0, topP: 1, maxTokens: 16, retries: 2, retryTemperature: 0.7 }),
-  concurrency: z.number().int().min(1).max(1024).default(8),
+  /** Judge requests in flight per batch (the common `concurrency` is input partitions). */
+  maxInFlight: z.number().int().min(1).max(1024).default(8),
 });
 type Config = z.infer<typeof config>;
 
@@ -40,7 +41,7 @@ export const tagSafety = defineProcessor({
     const backend = deps.backend(cfg.backend);
     return {
       process: (batch, ctx) =>
-        tagEach(batch, ctx, cfg.concurrency, async (record, signal) => {
+        tagEach(batch, ctx, cfg.maxInFlight, async (record, signal) => {
           const judged = await askJudge(backend, { messages: safetyMessages(cfg, record) }, cfg.sampling, parseSafetyVerdict, signal);
           return recordTag(record, TAG, judged, (verdict) => ({ llama_guard_2: verdict }));
         }),

@@ -89,22 +89,27 @@ export class Scenario {
   /** Resolves once the stage's group has committed every input partition up to its end. */
   async drained(timeoutMs = 180_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
-    const admin = this.kafka.admin();
-    await admin.connect();
-    try {
-      const ends = await topicEndOffsets(this.kafka, this.input);
-      for (;;) {
-        const [committed] = await admin.fetchOffsets({ groupId: this.stage.groupId, topics: [this.input] }).catch(() => [undefined]);
-        const behind = [...ends].filter(([p, { high }]) => BigInt(committed?.partitions.find((c) => c.partition === p)?.offset ?? '-1') < high);
-        if (behind.length === 0) return;
-        if (Date.now() > deadline) {
-          const logs = this.processes.map((p) => `--- ${p.logFile}\n${p.problems()}`).join('\n');
-          throw new Error(`group ${this.stage.groupId} still behind on partitions ${behind.map(([p]) => p).join(',')} after ${timeoutMs} ms\n${logs}`);
-        }
-        await new Promise((r) => setTimeout(r, 500));
+    let behind = 'not read yet';
+    for (;;) {
+      // A broker may be down or electing leaders: a failed look is just another look.
+      const admin = this.kafka.admin();
+      try {
+        await admin.connect();
+        const ends = await topicEndOffsets(this.kafka, this.input);
+        const [committed] = await admin.fetchOffsets({ groupId: this.stage.groupId, topics: [this.input] });
+        const late = [...ends].filter(([p, { high }]) => BigInt(committed?.partitions.find((c) => c.partition === p)?.offset ?? '-1') < high);
+        if (late.length === 0) return;
+        behind = `partitions ${late.map(([p]) => p).join(',')} behind`;
+      } catch (err) {
+        behind = `offsets unreadable: ${String(err)}`;
+      } finally {
+        await admin.disconnect().catch(() => undefined);
       }
-    } finally {
-      await admin.disconnect();
+      if (Date.now() > deadline) {
+        const logs = this.processes.map((p) => `--- ${p.logFile}\n${p.problems()}`).join('\n');
+        throw new Error(`group ${this.stage.groupId} not at the end of ${this.input} after ${timeoutMs} ms (${behind})\n${logs}`);
+      }
+      await new Promise((r) => setTimeout(r, 500));
     }
   }
 

@@ -78,7 +78,7 @@ describe('tag-llm-judge', () => {
       return JSON.stringify({ intent: `intent ${n}`, knowledge: 'k', difficulty: 'easy' });
     });
     const texts = Array.from({ length: 40 }, (_, i) => `item ${i}`);
-    const out = await run('difficulty', backend, conversations(texts), { concurrency: 7 });
+    const out = await run('difficulty', backend, conversations(texts), { maxInFlight: 7 });
     expect(out.map((o) => o.intent)).toEqual(texts.map((_, i) => `intent ${i}`));
   });
 });

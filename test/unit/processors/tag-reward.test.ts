@@ -40,7 +40,7 @@ const json = (res: ServerResponse, body: unknown, status = 200) => {
 };
 
 async function score(config: Record<string, unknown>, records = [makeConversation(1, 'What is 2+2?', '4')]): Promise<Conversation[]> {
-  processor = tagReward.create(tagReward.config.parse({ model: 'rm', retry: { attempts: 3, initialDelayMs: 1, maxDelayMs: 5 }, ...config }), deps());
+  processor = tagReward.create(tagReward.config.parse({ model: 'rm', requestRetry: { attempts: 3, initialDelayMs: 1, maxDelayMs: 5 }, ...config }), deps());
   return mainValues<Conversation>(await processor.process(inputs(records), stageContext()));
 }
 
@@ -63,7 +63,7 @@ describe('tag-reward', () => {
     const shapes = [1.5, [2.5, 9], [[0.1], [0.2], [3.5]]];
     const { url, seen } = await rewardServer((_, call, res) => json(res, { data: [{ index: 0, object: 'pooling', data: shapes[call] }] }));
     const records = [1, 2, 3].map((i) => makeConversation(i, `q${i}`, `a${i}`));
-    const out = await score({ url, api: 'vllm-pooling', concurrency: 1 }, records);
+    const out = await score({ url, api: 'vllm-pooling', maxInFlight: 1 }, records);
     expect(out.map((o) => o.instruct_reward)).toEqual([1.5, 2.5, 3.5]);
     expect(seen[0]).toMatchObject({ url: '/pooling', body: { model: 'rm', messages: [{ role: 'user', content: 'q1' }, { role: 'assistant', content: 'a1' }] } });
   });
@@ -93,21 +93,21 @@ describe('tag-reward', () => {
 
   it('times out a server that does not answer', async () => {
     const { url } = await rewardServer(() => undefined);
-    await expect(score({ url, api: 'score-json', timeoutMs: 200, retry: { attempts: 2, initialDelayMs: 1, maxDelayMs: 1 } })).rejects.toMatchObject({ code: 'INFERENCE_TIMEOUT', retryable: true });
+    await expect(score({ url, api: 'score-json', timeoutMs: 200, requestRetry: { attempts: 2, initialDelayMs: 1, maxDelayMs: 1 } })).rejects.toMatchObject({ code: 'INFERENCE_TIMEOUT', retryable: true });
   });
 
   it('treats a refused connection as retryable', async () => {
     const { url } = await rewardServer(() => undefined);
     await new Promise((resolve) => server!.close(resolve));
     server = undefined;
-    await expect(score({ url, api: 'score-json', retry: { attempts: 1, initialDelayMs: 1, maxDelayMs: 1 } })).rejects.toMatchObject({ code: 'INFERENCE_CONNECTION', retryable: true });
+    await expect(score({ url, api: 'score-json', requestRetry: { attempts: 1, initialDelayMs: 1, maxDelayMs: 1 } })).rejects.toMatchObject({ code: 'INFERENCE_CONNECTION', retryable: true });
   });
 
   it('records a tag failure for 4xx answers and unexpected shapes, without retrying them', async () => {
     const answers: [number, unknown][] = [[400, { error: 'bad request' }], [200, { data: [{ probs: [] }] }], [200, { score: 'high' }]];
     const { url, seen } = await rewardServer((_, call, res) => json(res, answers[call]![1], answers[call]![0]));
     const records = [1, 2, 3].map((i) => makeConversation(i, `q${i}`, `a${i}`));
-    const out = await score({ url, api: 'score-json', concurrency: 1 }, records);
+    const out = await score({ url, api: 'score-json', maxInFlight: 1 }, records);
     expect(seen).toHaveLength(3);
     expect(out.map((o) => o.instruct_reward)).toEqual([null, null, null]);
     expect(out[0]!.tag_failures[0]).toMatchObject({ tag: 'instruct_reward' });
