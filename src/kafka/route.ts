@@ -132,10 +132,13 @@ export async function routeBatch<I, O>(
         continue;
       } catch (err) {
         if (isRetryable(err)) throw err;
+        logger.warn({ offset: raw.offset, code: errorCode(err), err: errorMessage(err) }, 'output cannot be written; dead-lettering the record');
         outcome = { kind: 'dead', code: errorCode(err), reason: `output could not be encoded: ${errorMessage(err)}` };
       }
     }
     if (outcome.kind === 'reject') {
+      // Debug only: a filter stage rejects by design, often most of its input.
+      logger.debug({ offset: raw.offset, rule: outcome.rule, reason: outcome.reason }, 'record rejected');
       const value = {
         stage: target.name,
         rule: outcome.rule,
