@@ -9,8 +9,7 @@ const config = z.strictObject({
   backend: z.string().min(1),
   task: z.enum(['task_category', 'difficulty', 'input_quality']),
   sampling: judgeSamplingSchema.default(DEFAULT_JUDGE_SAMPLING),
-  /** Records judged at once; a continuous-batching server wants many in flight. */
-  /** Judge requests in flight per batch (the common `concurrency` is input partitions). */
+  /** Judge requests in flight per batch; a continuous-batching server wants many (`concurrency` is input partitions). */
   maxInFlight: z.number().int().min(1).max(1024).default(8),
   /** Send the answer's JSON schema for constrained decoding; turn off for backends that reject it. */
   constrainOutput: z.boolean().default(true),

@@ -86,8 +86,9 @@ export class Scenario {
     return p;
   }
 
-  /** Resolves once the stage's group has committed every input partition up to its end. */
-  async drained(timeoutMs = 180_000): Promise<void> {
+  /** Resolves once the group of the stage (default: the scenario's) has committed its whole input. */
+  async drained(timeoutMs = 180_000, stageName = this.options.stage): Promise<void> {
+    const stage = this.topology.stages.find((x) => x.name === stageName)!;
     const deadline = Date.now() + timeoutMs;
     let behind = 'not read yet';
     for (;;) {
@@ -95,8 +96,8 @@ export class Scenario {
       const admin = this.kafka.admin();
       try {
         await admin.connect();
-        const ends = await topicEndOffsets(this.kafka, this.input);
-        const [committed] = await admin.fetchOffsets({ groupId: this.stage.groupId, topics: [this.input] });
+        const ends = await topicEndOffsets(this.kafka, stage.input!);
+        const [committed] = await admin.fetchOffsets({ groupId: stage.groupId, topics: [stage.input!] });
         const late = [...ends].filter(([p, { high }]) => BigInt(committed?.partitions.find((c) => c.partition === p)?.offset ?? '-1') < high);
         if (late.length === 0) return;
         behind = `partitions ${late.map(([p]) => p).join(',')} behind`;
@@ -107,7 +108,7 @@ export class Scenario {
       }
       if (Date.now() > deadline) {
         const logs = this.processes.map((p) => `--- ${p.logFile}\n${p.problems()}`).join('\n');
-        throw new Error(`group ${this.stage.groupId} not at the end of ${this.input} after ${timeoutMs} ms (${behind})\n${logs}`);
+        throw new Error(`group ${stage.groupId} not at the end of ${stage.input} after ${timeoutMs} ms (${behind})\n${logs}`);
       }
       await new Promise((r) => setTimeout(r, 500));
     }

@@ -1,0 +1,86 @@
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { InferenceBackend } from '../../../src/inference/backend.js';
+import { createBackend } from '../../../src/inference/factory.js';
+import { DIFFICULTY_LEVELS, INPUT_QUALITY_LEVELS, TASK_CATEGORIES } from '../../../src/processors/judge-prompts.js';
+import type { Outcome } from '../../../src/processors/stage.js';
+import { tagLanguage } from '../../../src/processors/tag-language.js';
+import { tagLlmJudge } from '../../../src/processors/tag-llm-judge.js';
+import { tagSafety } from '../../../src/processors/tag-safety.js';
+import type { Conversation } from '../../../src/serde/records.generated.js';
+import { deps, inputs, mainValues, stageContext } from '../../unit/processors/harness.js';
+import { smolLmGguf } from '../inference/models.js';
+import { makeConversation } from '../../support/records.js';
+
+/** Every tag stage on the embedded SmolLM2-135M backend: each record ends well-formed or with a recorded failure. */
+const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'warn' });
+let backend: InferenceBackend;
+const records: Conversation[] = [
+  ['How do I sort a list of numbers in Python?', 'Use sorted(numbers) or numbers.sort().'],
+  ['What is the capital of France?', 'Paris.'],
+  ['Write a haiku about autumn leaves.', 'Red leaves drift and fall / ...'],
+  ['¿Cuál es la mejor manera de aprender a programar?', 'Practica todos los días con proyectos pequeños.'],
+].map(([q, a], i) => makeConversation(i, q, a));
+
+beforeAll(async () => {
+  const modelPath = smolLmGguf();
+  if (!modelPath) throw new Error('SmolLM2 GGUF missing: run bash scripts/fetch-models.sh');
+  backend = await createBackend('smollm2', { type: 'llamacpp', modelPath, model: 'HuggingFaceTB/SmolLM2-135M-Instruct', family: 'smollm2', contextSize: 2048, sequences: 2, gpu: false } as never, logger);
+}, 300_000);
+
+afterAll(async () => {
+  await backend?.close();
+});
+
+async function run(def: typeof tagLlmJudge | typeof tagSafety | typeof tagLanguage, config: Record<string, unknown>): Promise<Conversation[]> {
+  const processor = def.create(def.config.parse(config) as never, deps({ backend }));
+  const outcomes = (await processor.process(inputs(records), stageContext())) as Outcome<Conversation>[];
+  expect(outcomes.map((o) => o.kind)).toEqual(records.map(() => 'emit'));
+  return mainValues<Conversation>(outcomes);
+}
+
+function wellFormedOrFailed(out: Conversation[], tag: string, check: (r: Conversation) => void) {
+  for (const r of out) {
+    const failure = r.tag_failures.find((f) => f.tag === tag);
+    if (failure) expect(failure.reason.length).toBeGreaterThan(0);
+    else check(r);
+  }
+}
+
+describe('tag stages on the embedded SmolLM2 backend', () => {
+  it('task_category', async () => {
+    const out = await run(tagLlmJudge, { backend: 'smollm2', task: 'task_category', sampling: { maxTokens: 96 } });
+    wellFormedOrFailed(out, 'task_category', (r) => {
+      expect(TASK_CATEGORIES).toContain(r.task_category);
+      for (const other of r.other_task_category) expect(TASK_CATEGORIES).toContain(other);
+    });
+  });
+
+  it('difficulty with intent and knowledge', async () => {
+    const out = await run(tagLlmJudge, { backend: 'smollm2', task: 'difficulty', sampling: { maxTokens: 160 } });
+    wellFormedOrFailed(out, 'difficulty', (r) => {
+      expect(DIFFICULTY_LEVELS).toContain(r.difficulty);
+      expect(r.intent!.length).toBeGreaterThan(0);
+      expect(r.knowledge!.length).toBeGreaterThan(0);
+    });
+  });
+
+  it('input_quality with an explanation', async () => {
+    const out = await run(tagLlmJudge, { backend: 'smollm2', task: 'input_quality', sampling: { maxTokens: 160 } });
+    wellFormedOrFailed(out, 'input_quality', (r) => {
+      expect(INPUT_QUALITY_LEVELS).toContain(r.input_quality);
+      expect(r.quality_explanation!.length).toBeGreaterThan(0);
+    });
+  });
+
+  it('safety verdict', async () => {
+    const out = await run(tagSafety, { backend: 'smollm2', prompt: 'builtin' });
+    wellFormedOrFailed(out, 'llama_guard_2', (r) => expect(r.llama_guard_2).toMatch(/^(safe|unsafe\nS\d{1,2})$/));
+  });
+
+  it('language', async () => {
+    const out = await run(tagLanguage, {});
+    expect(out.map((r) => r.language)).toEqual(['en', 'en', 'en', 'es'].map((l, i) => (out[i]!.language === 'und' ? 'und' : l)));
+    expect(out[3]!.language).toBe('es');
+  });
+});
