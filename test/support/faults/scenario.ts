@@ -86,7 +86,10 @@ export class Scenario {
     return p;
   }
 
-  /** Resolves once the group of the stage (default: the scenario's) has committed its whole input. */
+  /**
+   * Resolves once the group of the stage (default: the scenario's) has committed its whole input. Only for an
+   * input written without transactions: a transactional topic's commit markers take offsets of their own.
+   */
   async drained(timeoutMs = 180_000, stageName = this.options.stage): Promise<void> {
     const stage = this.topology.stages.find((x) => x.name === stageName)!;
     const deadline = Date.now() + timeoutMs;

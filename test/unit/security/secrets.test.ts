@@ -110,8 +110,11 @@ describe('secrets in logs', () => {
       'inline.yaml',
     );
     const kafka = createKafka(topology.kafka, logger);
-    const admin = kafka.admin({ retry: { retries: 0 } });
-    await expect(admin.connect()).rejects.toThrow();
+    const admin = kafka.admin();
+    // Only the first failed attempt is needed; the client's own retries are cut short by the disconnect.
+    void admin.connect().catch(() => undefined);
+    for (let i = 0; i < 100 && !/ECONNREFUSED/.test(text()); i++) await new Promise((r) => setTimeout(r, 20));
+    await admin.disconnect();
     logger.info({ kafka: topology.kafka }, 'topology kafka block');
     const out = text();
     expect(out).toContain('MAGPIE_TEST_SASL_PASSWORD');

@@ -1,0 +1,303 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { Pool } from 'undici';
+import { createKafka } from '../../src/kafka/client.js';
+import { readTopic } from '../../src/kafka/read-topic.js';
+import type { Conversation, Instruction, Rejected } from '../../src/serde/records.generated.js';
+import { createSerde } from '../../src/serde/serde.js';
+import type { SchemaName } from '../../src/serde/schemas.js';
+import { runTopology } from '../../src/topology/build.js';
+import { loadTopologyFile } from '../../src/topology/load.js';
+import { measurement, sleepMs, type BenchContext, type Measurement, type Suite } from '../lib/harness.js';
+import { meanLength, type LengthDistribution, type SimServerOptions, type SimStats } from '../sim-server.js';
+
+const TOPOLOGY = fileURLToPath(new URL('../topologies/pipeline.yaml', import.meta.url));
+const SIM_SERVER = fileURLToPath(new URL('../sim-server.ts', import.meta.url));
+
+/** Output lengths of Magpie-style data: short user queries, answers of a few hundred tokens with a long tail. */
+const INSTRUCTION_LENGTHS: LengthDistribution = { kind: 'lognormal', median: 30, sigma: 0.5 };
+const RESPONSE_LENGTHS: LengthDistribution = { kind: 'lognormal', median: 350, sigma: 0.6 };
+/** max_tokens of bench/topologies/pipeline.yaml. */
+const INSTRUCTION_MAX_TOKENS = 256;
+const RESPONSE_MAX_TOKENS = 2048;
+/** Wall-clock mean answer latency at a full batch that timeScale is chosen for: a steady state within ~10 s. */
+const TARGET_LATENCY_S = 4;
+
+/**
+ * Server ceilings from MODELS.md (LambdaLabs' vLLM figures): Llama-3.1-8B on one H100 3,000-8,000 output tok/s,
+ * 70B on 4×H100 1,500-3,500. Single-stream decode speeds are typical of vLLM at batch 1 on that hardware;
+ * 256 is vLLM's default max_num_seqs.
+ */
+interface ServerProfile {
+  name: string;
+  ceiling: number;
+  singleStream: number;
+  maxBatch: number;
+}
+const PROFILES: readonly ServerProfile[] = [
+  { name: 'Llama-3-8B 1×H100 @3,000', ceiling: 3_000, singleStream: 120, maxBatch: 256 },
+  { name: 'Llama-3-8B 1×H100 @8,000', ceiling: 8_000, singleStream: 120, maxBatch: 256 },
+  { name: 'Llama-3-70B 4×H100 @1,500', ceiling: 1_500, singleStream: 40, maxBatch: 256 },
+  { name: 'Llama-3-70B 4×H100 @3,500', ceiling: 3_500, singleStream: 40, maxBatch: 256 },
+];
+
+/** Environment of bench/topologies/pipeline.yaml. */
+type Settings = Partial<Record<'PARTITIONS' | 'MAX_CONCURRENCY' | 'IN_FLIGHT' | 'SAMPLES_PER_REQUEST' | 'SOURCE_BATCH_SIZE' | 'RESPONSE_BATCH_SIZE' | 'RESPONSE_CONCURRENCY', number>>;
+
+interface Variant {
+  name: string;
+  settings: (p: ServerProfile) => Settings;
+}
+
+/**
+ * `defaults`: the topology as the project's defaults leave it. `tuned`: sized so the server always has more
+ * sequences waiting than its batch holds, despite kafkajs' fetch barrier (see the report): instruction
+ * sequences ≈ a tenth of the batch (answers are ~10× longer than queries), and response chunks spread over
+ * enough partitions that the slowest answer of one chunk never empties the batch.
+ */
+const VARIANTS: readonly Variant[] = [
+  { name: 'defaults', settings: () => ({}) },
+  {
+    name: 'tuned',
+    settings: (p) => ({
+      PARTITIONS: 16,
+      RESPONSE_CONCURRENCY: 16,
+      RESPONSE_BATCH_SIZE: 64,
+      IN_FLIGHT: Math.ceil(p.maxBatch / 16),
+      SAMPLES_PER_REQUEST: 4,
+      MAX_CONCURRENCY: 16 * 64 + Math.ceil(p.maxBatch / 16),
+    }),
+  },
+];
+
+interface SimProcess {
+  url: string;
+  stats(): Promise<SimStats>;
+  close(): Promise<void>;
+}
+
+async function startSim(options: Partial<SimServerOptions>): Promise<SimProcess> {
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', SIM_SERVER, JSON.stringify(options)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const line = await new Promise<string>((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout! });
+    rl.once('line', (l) => {
+      rl.close();
+      resolve(l);
+    });
+    child.once('exit', (code) => reject(new Error(`sim server exited with ${String(code)} before listening`)));
+  });
+  const { port } = JSON.parse(line) as { port: number };
+  const url = `http://127.0.0.1:${port}`;
+  const pool = new Pool(url, { connections: 2 });
+  return {
+    url,
+    stats: async () => (await (await pool.request({ method: 'GET', path: '/stats' })).body.json()) as SimStats,
+    close: async () => {
+      await pool.close();
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+function delta(a: SimStats, b: SimStats) {
+  const sim = b.simSeconds - a.simSeconds;
+  return {
+    simSeconds: sim,
+    decodedPerSecond: (b.tokensDecoded - a.tokensDecoded) / sim,
+    occupancy: (b.sequenceSeconds - a.sequenceSeconds) / sim,
+    fullFraction: (b.fullSeconds - a.fullSeconds) / sim,
+    idleFraction: (b.idleSeconds - a.idleSeconds) / sim,
+  };
+}
+
+const PRE_QUERY = '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n';
+const ANSWER_PROMPT = `${PRE_QUERY}How do I sort a list?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n`;
+
+/**
+ * The ceiling: a client that keeps twice the batch in requests outstanding, in the pipeline's mix (for every
+ * pre-query request of n samples, n answer requests), so the server is never short of work.
+ */
+async function measureCeiling(sim: SimProcess, profile: ServerProfile, timeScale: number, warmupS: number, windowS: number, samples: number): Promise<{ tokensPerSecond: number; server: ReturnType<typeof delta> }> {
+  const outstanding = profile.maxBatch * 2;
+  const pool = new Pool(sim.url, { connections: outstanding, headersTimeout: 0, bodyTimeout: 0 });
+  const abort = new AbortController();
+  let tokensInWindow = 0;
+  let windowOpen = false;
+  let seq = 0;
+  const loop = async () => {
+    while (!abort.signal.aborted) {
+      const pre = seq++ % (samples + 1) === 0;
+      const body = JSON.stringify({ model: 'sim', prompt: pre ? PRE_QUERY : ANSWER_PROMPT, n: pre ? samples : 1, max_tokens: pre ? INSTRUCTION_MAX_TOKENS : RESPONSE_MAX_TOKENS });
+      try {
+        const res = await pool.request({ method: 'POST', path: '/v1/completions', headers: { 'content-type': 'application/json' }, body, signal: abort.signal });
+        const json = (await res.body.json()) as { usage: { completion_tokens: number } };
+        if (windowOpen) tokensInWindow += json.usage.completion_tokens;
+      } catch {
+        return;
+      }
+    }
+  };
+  const loops = Array.from({ length: outstanding }, () => loop());
+  await sleepMs(warmupS * 1000);
+  const s0 = await sim.stats();
+  windowOpen = true;
+  const t0 = performance.now();
+  await sleepMs(windowS * 1000);
+  windowOpen = false;
+  const wall = (performance.now() - t0) / 1000;
+  const s1 = await sim.stats();
+  abort.abort();
+  await Promise.allSettled(loops);
+  await pool.destroy();
+  return { tokensPerSecond: tokensInWindow / (wall * timeScale), server: delta(s0, s1) };
+}
+
+interface PipelineRun {
+  tokensPerSecond: number;
+  instructionShare: number;
+  server: ReturnType<typeof delta>;
+  backlogGrowth: number;
+  recordsCommitted: number;
+}
+
+async function committedTokens(ctx: BenchContext, brokers: string[], prefix: string, from: number, to: number) {
+  const kafka = createKafka({ brokers, clientId: 'bench-reader', ssl: false, connectionTimeoutMs: 10_000, requestTimeoutMs: 30_000 }, ctx.logger);
+  const serde = createSerde();
+  const inWindow = (ts: string) => Number(ts) >= from && Number(ts) < to;
+  const sum = async <T>(topic: string, schema: SchemaName, tokens: (v: T) => number) => {
+    let total = 0;
+    let records = 0;
+    await readTopic(kafka, topic, async (raw) => {
+      if (!inWindow(raw.timestamp)) return;
+      total += tokens(await serde.decode<T>(schema, raw.value, raw.headers));
+      records++;
+    });
+    return { total, records };
+  };
+  const instructions = await sum<Instruction>(`${prefix}instructions`, 'magpie.Instruction', (v) => v.instruction_tokens);
+  const answers = await sum<Conversation>(`${prefix}conversations`, 'magpie.Conversation', (v) => v.response_tokens);
+  // Pre-queries cut off at max_tokens are rejected, but their tokens were generated and handled all the same.
+  const rejected = await sum<Rejected>(`${prefix}magpie.rejects`, 'magpie.Rejected', (v) => (v.stage === 'instructions' ? ((JSON.parse(v.record_json) as Instruction).instruction_tokens ?? 0) : 0));
+  await serde.close();
+  return { instructionTokens: instructions.total + rejected.total, answerTokens: answers.total, records: instructions.records + answers.records + rejected.records };
+}
+
+async function backlog(brokers: string[], ctx: BenchContext, prefix: string, groupId: string): Promise<number> {
+  const kafka = createKafka({ brokers, clientId: 'bench-lag', ssl: false, connectionTimeoutMs: 10_000, requestTimeoutMs: 30_000 }, ctx.logger);
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const topic = `${prefix}instructions`;
+    const ends = await admin.fetchTopicOffsets(topic);
+    const committed = (await admin.fetchOffsets({ groupId, topics: [topic] }))[0]?.partitions ?? [];
+    // Transaction markers take an offset each: an estimate, good for telling a growing backlog from a flat one.
+    return ends.reduce((sum, e) => {
+      const c = Number(committed.find((p) => p.partition === e.partition)?.offset ?? -1);
+      return sum + Number(e.high) - Math.max(c, Number(e.low));
+    }, 0);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+async function runPipeline(ctx: BenchContext, sim: SimProcess, settings: Settings, timeScale: number, warmupS: number, windowS: number): Promise<PipelineRun> {
+  const brokers = await ctx.brokers();
+  const prefix = `bench-pipe-${randomBytes(3).toString('hex')}-`;
+  const env: NodeJS.ProcessEnv = { ...process.env, SIM_URL: `${sim.url}/v1` };
+  for (const [k, v] of Object.entries(settings)) env[k] = String(v);
+  const topology = await loadTopologyFile(TOPOLOGY, { topicPrefix: prefix, brokers, env });
+  const running = await runTopology(topology, ctx.logger);
+  const groupId = topology.stages.find((s) => s.name === 'responses')!.groupId;
+  // BENCH_TRACE=1 prints the server's batch occupancy every second: the shape of the idling tells its cause.
+  const trace = process.env.BENCH_TRACE ? setInterval(() => void sim.stats().then((s) => ctx.progress(`  active ${s.activeSequences} queued ${s.queuedRequests}`)), 1_000) : undefined;
+  try {
+    await sleepMs(warmupS * 1000);
+    const lag0 = await backlog(brokers, ctx, prefix, groupId);
+    const s0 = await sim.stats();
+    const t0 = Date.now();
+    await sleepMs(windowS * 1000);
+    const t1 = Date.now();
+    const s1 = await sim.stats();
+    const lag1 = await backlog(brokers, ctx, prefix, groupId);
+    await running.stop(0);
+    const c = await committedTokens(ctx, brokers, prefix, t0, t1);
+    const wall = (t1 - t0) / 1000;
+    const total = c.instructionTokens + c.answerTokens;
+    return {
+      tokensPerSecond: total / (wall * timeScale),
+      instructionShare: total ? c.instructionTokens / total : 0,
+      server: delta(s0, s1),
+      backlogGrowth: lag1 - lag0,
+      recordsCommitted: c.records,
+    };
+  } finally {
+    clearInterval(trace);
+    await running.stop(0);
+  }
+}
+
+const round = (x: number, digits = 3) => Number(x.toFixed(digits));
+
+export const pipelineSuite: Suite = {
+  name: 'pipeline',
+  description: 'instruction + response stages through a real broker against a simulated continuous-batching server: tokens/s ÷ the server ceiling',
+  async run(ctx: BenchContext): Promise<Measurement[]> {
+    await ctx.brokers();
+    // BENCH_PIPELINE_PROFILES=8,000 (substrings of profile names) and BENCH_PIPELINE_VARIANTS=tuned narrow a run.
+    const wantedProfiles = process.env.BENCH_PIPELINE_PROFILES?.split('|');
+    const profiles = (ctx.quick ? [PROFILES[1]!] : PROFILES).filter((p) => !wantedProfiles || wantedProfiles.some((w) => p.name.includes(w)));
+    const warmupS = ctx.quick ? 8 : 12;
+    const windowS = ctx.quick ? 12 : 24;
+    const ceilingWarmupS = ctx.quick ? 6 : 8;
+    const ceilingWindowS = ctx.quick ? 6 : 10;
+    const answerMean = meanLength(RESPONSE_LENGTHS, RESPONSE_MAX_TOKENS);
+    const out: Measurement[] = [];
+    for (const profile of profiles) {
+      const timeScale = round((answerMean * profile.maxBatch) / profile.ceiling / TARGET_LATENCY_S, 2);
+      const sim = await startSim({
+        ceilingTokensPerSecond: profile.ceiling,
+        singleStreamTokensPerSecond: profile.singleStream,
+        maxBatch: profile.maxBatch,
+        timeScale,
+        instructionLengths: INSTRUCTION_LENGTHS,
+        responseLengths: RESPONSE_LENGTHS,
+      });
+      try {
+        const ceiling = await measureCeiling(sim, profile, timeScale, ceilingWarmupS, ceilingWindowS, 4);
+        ctx.progress(`pipeline ${profile.name}: ceiling ${ceiling.tokensPerSecond.toFixed(0)} tok/s (server decoded ${ceiling.server.decodedPerSecond.toFixed(0)}, occupancy ${ceiling.server.occupancy.toFixed(0)}/${profile.maxBatch}), timeScale ${timeScale}`);
+        const only = process.env.BENCH_PIPELINE_VARIANTS?.split(',');
+        for (const variant of VARIANTS.filter((v) => !only || only.includes(v.name))) {
+          const settings = variant.settings(profile);
+          const run = await runPipeline(ctx, sim, settings, timeScale, warmupS, windowS);
+          const efficiency = run.tokensPerSecond / ceiling.tokensPerSecond;
+          ctx.progress(
+            `pipeline ${profile.name} ${variant.name}: ${run.tokensPerSecond.toFixed(0)} tok/s = ${efficiency.toFixed(3)} of ceiling; ` +
+              `server occupancy ${run.server.occupancy.toFixed(0)}/${profile.maxBatch}, full ${(run.server.fullFraction * 100).toFixed(0)}% of the time; backlog ${run.backlogGrowth >= 0 ? '+' : ''}${run.backlogGrowth}`,
+          );
+          out.push(
+            measurement('pipeline', `${profile.name} tok/s, ${variant.name} settings`, run.tokensPerSecond, 'tok/s', { name: 'server ceiling (saturating client)', value: ceiling.tokensPerSecond }, {
+              settings: { PARTITIONS: 3, RESPONSE_CONCURRENCY: 1, RESPONSE_BATCH_SIZE: 32, IN_FLIGHT: 8, SAMPLES_PER_REQUEST: 4, MAX_CONCURRENCY: 64, ...settings },
+              timeScale,
+              windowSeconds: windowS,
+              meanBatchOccupancy: round(run.server.occupancy / profile.maxBatch),
+              fullBatchFraction: round(run.server.fullFraction),
+              idleFraction: round(run.server.idleFraction),
+              serverDecodedTokensPerSecond: Math.round(run.server.decodedPerSecond),
+              instructionTokenShare: round(run.instructionShare),
+              instructionBacklogGrowth: run.backlogGrowth,
+              recordsCommittedInWindow: run.recordsCommitted,
+              ceilingOccupancy: round(ceiling.server.occupancy / profile.maxBatch),
+            }),
+          );
+        }
+      } finally {
+        await sim.close();
+      }
+    }
+    return out;
+  },
+};
