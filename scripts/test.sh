@@ -17,4 +17,12 @@ export MAGPIE_LOG_LEVEL="${MAGPIE_LOG_LEVEL:-warn}"
 npx tsc --noEmit -p .
 node bin/magpie.js schemas check
 node bin/magpie.js topology validate topologies/*.yaml
-npx vitest run "$@"
+mkdir -p .magpie
+status=0
+npx vitest run --reporter=default --reporter=json --outputFile.json=.magpie/vitest-results.json "$@" || status=$?
+# One closing line any CI can read: "tests: N passed, N failed".
+node -e '
+  const r = JSON.parse(require("fs").readFileSync(".magpie/vitest-results.json", "utf8"));
+  console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed`);
+' || true
+exit "$status"

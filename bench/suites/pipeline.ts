@@ -48,27 +48,30 @@ type Settings = Partial<Record<'PARTITIONS' | 'MAX_CONCURRENCY' | 'IN_FLIGHT' | 
 
 interface Variant {
   name: string;
-  settings: (p: ServerProfile) => Settings;
+  settings: Settings;
+  /** Response-stage consumers in the group, as separate `magpie run --stages responses` processes would be. */
+  responseInstances: number;
 }
 
 /**
- * `defaults`: the topology as the project's defaults leave it. `tuned`: sized so the server always has more
- * sequences waiting than its batch holds, despite kafkajs' fetch barrier (see the report): instruction
- * sequences ≈ a tenth of the batch (answers are ~10× longer than queries), and response chunks spread over
- * enough partitions that the slowest answer of one chunk never empties the batch.
+ * `defaults`: the topology as the project's defaults leave it (3 partitions, one partition at a time, 64
+ * requests in flight per backend). The tuned variants give the server more sequences than its batch holds:
+ * pre-query sequences ≈ a quarter of the batch (inFlight 16 × n 4) and response chunks on many partitions.
+ * One response-stage consumer still works in waves (kafkajs fetches again only when every partition's batch is
+ * done, and a partition's next chunk waits for the slowest answer of the last), so the batch drains at each
+ * wave's end; four consumers in the group wave out of step and keep it full.
  */
 const VARIANTS: readonly Variant[] = [
-  { name: 'defaults', settings: () => ({}) },
+  { name: 'defaults', settings: {}, responseInstances: 1 },
   {
-    name: 'tuned',
-    settings: (p) => ({
-      PARTITIONS: 16,
-      RESPONSE_CONCURRENCY: 16,
-      RESPONSE_BATCH_SIZE: 64,
-      IN_FLIGHT: Math.ceil(p.maxBatch / 16),
-      SAMPLES_PER_REQUEST: 4,
-      MAX_CONCURRENCY: 16 * 64 + Math.ceil(p.maxBatch / 16),
-    }),
+    name: 'tuned, 1 consumer',
+    settings: { PARTITIONS: 16, RESPONSE_CONCURRENCY: 16, RESPONSE_BATCH_SIZE: 64, IN_FLIGHT: 16, SAMPLES_PER_REQUEST: 4, MAX_CONCURRENCY: 1_100 },
+    responseInstances: 1,
+  },
+  {
+    name: 'tuned, 4 consumers',
+    settings: { PARTITIONS: 32, RESPONSE_CONCURRENCY: 8, RESPONSE_BATCH_SIZE: 32, IN_FLIGHT: 16, SAMPLES_PER_REQUEST: 4, MAX_CONCURRENCY: 1_100 },
+    responseInstances: 4,
   },
 ];
 
@@ -121,12 +124,10 @@ const ANSWER_PROMPT = `${PRE_QUERY}How do I sort a list?<|eot_id|><|start_header
  * The ceiling: a client that keeps twice the batch in requests outstanding, in the pipeline's mix (for every
  * pre-query request of n samples, n answer requests), so the server is never short of work.
  */
-async function measureCeiling(sim: SimProcess, profile: ServerProfile, timeScale: number, warmupS: number, windowS: number, samples: number): Promise<{ tokensPerSecond: number; server: ReturnType<typeof delta> }> {
+async function measureCeiling(sim: SimProcess, profile: ServerProfile, warmupS: number, windowS: number, samples: number): Promise<ReturnType<typeof delta>> {
   const outstanding = profile.maxBatch * 2;
   const pool = new Pool(sim.url, { connections: outstanding, headersTimeout: 0, bodyTimeout: 0 });
   const abort = new AbortController();
-  let tokensInWindow = 0;
-  let windowOpen = false;
   let seq = 0;
   const loop = async () => {
     while (!abort.signal.aborted) {
@@ -134,8 +135,7 @@ async function measureCeiling(sim: SimProcess, profile: ServerProfile, timeScale
       const body = JSON.stringify({ model: 'sim', prompt: pre ? PRE_QUERY : ANSWER_PROMPT, n: pre ? samples : 1, max_tokens: pre ? INSTRUCTION_MAX_TOKENS : RESPONSE_MAX_TOKENS });
       try {
         const res = await pool.request({ method: 'POST', path: '/v1/completions', headers: { 'content-type': 'application/json' }, body, signal: abort.signal });
-        const json = (await res.body.json()) as { usage: { completion_tokens: number } };
-        if (windowOpen) tokensInWindow += json.usage.completion_tokens;
+        await res.body.dump();
       } catch {
         return;
       }
@@ -144,22 +144,19 @@ async function measureCeiling(sim: SimProcess, profile: ServerProfile, timeScale
   const loops = Array.from({ length: outstanding }, () => loop());
   await sleepMs(warmupS * 1000);
   const s0 = await sim.stats();
-  windowOpen = true;
-  const t0 = performance.now();
   await sleepMs(windowS * 1000);
-  windowOpen = false;
-  const wall = (performance.now() - t0) / 1000;
   const s1 = await sim.stats();
   abort.abort();
   await Promise.allSettled(loops);
   await pool.destroy();
-  return { tokensPerSecond: tokensInWindow / (wall * timeScale), server: delta(s0, s1) };
+  return delta(s0, s1);
 }
 
 interface PipelineRun {
-  tokensPerSecond: number;
-  instructionShare: number;
   server: ReturnType<typeof delta>;
+  /** Tokens of records committed to Kafka in the window (Kafka timestamps), per simulated second. */
+  committedPerSecond: number;
+  instructionShare: number;
   backlogGrowth: number;
   recordsCommitted: number;
 }
@@ -204,15 +201,17 @@ async function backlog(brokers: string[], ctx: BenchContext, prefix: string, gro
   }
 }
 
-async function runPipeline(ctx: BenchContext, sim: SimProcess, settings: Settings, timeScale: number, warmupS: number, windowS: number): Promise<PipelineRun> {
+async function runPipeline(ctx: BenchContext, sim: SimProcess, variant: Variant, timeScale: number, warmupS: number, windowS: number): Promise<PipelineRun> {
   const brokers = await ctx.brokers();
   const prefix = `bench-pipe-${randomBytes(3).toString('hex')}-`;
   const env: NodeJS.ProcessEnv = { ...process.env, SIM_URL: `${sim.url}/v1` };
-  for (const [k, v] of Object.entries(settings)) env[k] = String(v);
+  for (const [k, v] of Object.entries(variant.settings)) env[k] = String(v);
   const topology = await loadTopologyFile(TOPOLOGY, { topicPrefix: prefix, brokers, env });
-  const running = await runTopology(topology, ctx.logger);
+  const running = [await runTopology(topology, ctx.logger)];
+  for (let i = 1; i < variant.responseInstances; i++) running.push(await runTopology(topology, ctx.logger, { stages: ['responses'], createTopics: false }));
   const groupId = topology.stages.find((s) => s.name === 'responses')!.groupId;
-  // BENCH_TRACE=1 prints the server's batch occupancy every second: the shape of the idling tells its cause.
+  const stopAll = () => Promise.all(running.map((r) => r.stop(0)));
+  // BENCH_TRACE=1 prints the server's batch every second: the shape of the idling tells its cause.
   const trace = process.env.BENCH_TRACE ? setInterval(() => void sim.stats().then((s) => ctx.progress(`  active ${s.activeSequences} queued ${s.queuedRequests}`)), 1_000) : undefined;
   try {
     await sleepMs(warmupS * 1000);
@@ -223,20 +222,20 @@ async function runPipeline(ctx: BenchContext, sim: SimProcess, settings: Setting
     const t1 = Date.now();
     const s1 = await sim.stats();
     const lag1 = await backlog(brokers, ctx, prefix, groupId);
-    await running.stop(0);
+    clearInterval(trace);
+    await stopAll();
     const c = await committedTokens(ctx, brokers, prefix, t0, t1);
-    const wall = (t1 - t0) / 1000;
     const total = c.instructionTokens + c.answerTokens;
     return {
-      tokensPerSecond: total / (wall * timeScale),
-      instructionShare: total ? c.instructionTokens / total : 0,
       server: delta(s0, s1),
+      committedPerSecond: total / (((t1 - t0) / 1000) * timeScale),
+      instructionShare: total ? c.instructionTokens / total : 0,
       backlogGrowth: lag1 - lag0,
       recordsCommitted: c.records,
     };
   } finally {
     clearInterval(trace);
-    await running.stop(0);
+    await stopAll();
   }
 }
 
@@ -247,11 +246,11 @@ export const pipelineSuite: Suite = {
   description: 'instruction + response stages through a real broker against a simulated continuous-batching server: tokens/s ÷ the server ceiling',
   async run(ctx: BenchContext): Promise<Measurement[]> {
     await ctx.brokers();
-    // BENCH_PIPELINE_PROFILES=8,000 (substrings of profile names) and BENCH_PIPELINE_VARIANTS=tuned narrow a run.
+    // BENCH_PIPELINE_PROFILES='8,000|1,500' and BENCH_PIPELINE_VARIANTS='defaults|4 consumers' (substrings) narrow a run.
     const wantedProfiles = process.env.BENCH_PIPELINE_PROFILES?.split('|');
     const profiles = (ctx.quick ? [PROFILES[1]!] : PROFILES).filter((p) => !wantedProfiles || wantedProfiles.some((w) => p.name.includes(w)));
-    const warmupS = ctx.quick ? 8 : 12;
-    const windowS = ctx.quick ? 12 : 24;
+    const warmupS = Number(process.env.BENCH_WARMUP ?? (ctx.quick ? 8 : 12));
+    const windowS = Number(process.env.BENCH_WINDOW ?? (ctx.quick ? 12 : 30));
     const ceilingWarmupS = ctx.quick ? 6 : 8;
     const ceilingWindowS = ctx.quick ? 6 : 10;
     const answerMean = meanLength(RESPONSE_LENGTHS, RESPONSE_MAX_TOKENS);
@@ -267,30 +266,30 @@ export const pipelineSuite: Suite = {
         responseLengths: RESPONSE_LENGTHS,
       });
       try {
-        const ceiling = await measureCeiling(sim, profile, timeScale, ceilingWarmupS, ceilingWindowS, 4);
-        ctx.progress(`pipeline ${profile.name}: ceiling ${ceiling.tokensPerSecond.toFixed(0)} tok/s (server decoded ${ceiling.server.decodedPerSecond.toFixed(0)}, occupancy ${ceiling.server.occupancy.toFixed(0)}/${profile.maxBatch}), timeScale ${timeScale}`);
-        const only = process.env.BENCH_PIPELINE_VARIANTS?.split(',');
-        for (const variant of VARIANTS.filter((v) => !only || only.includes(v.name))) {
-          const settings = variant.settings(profile);
-          const run = await runPipeline(ctx, sim, settings, timeScale, warmupS, windowS);
-          const efficiency = run.tokensPerSecond / ceiling.tokensPerSecond;
+        const ceiling = await measureCeiling(sim, profile, ceilingWarmupS, ceilingWindowS, 4);
+        ctx.progress(`pipeline ${profile.name}: ceiling ${ceiling.decodedPerSecond.toFixed(0)} tok/s (batch ${ceiling.occupancy.toFixed(0)}/${profile.maxBatch}), timeScale ${timeScale}`);
+        const only = process.env.BENCH_PIPELINE_VARIANTS?.split('|');
+        for (const variant of VARIANTS.filter((v) => !only || only.some((o) => v.name.includes(o)))) {
+          const run = await runPipeline(ctx, sim, variant, timeScale, warmupS, windowS);
+          const efficiency = run.server.decodedPerSecond / ceiling.decodedPerSecond;
           ctx.progress(
-            `pipeline ${profile.name} ${variant.name}: ${run.tokensPerSecond.toFixed(0)} tok/s = ${efficiency.toFixed(3)} of ceiling; ` +
-              `server occupancy ${run.server.occupancy.toFixed(0)}/${profile.maxBatch}, full ${(run.server.fullFraction * 100).toFixed(0)}% of the time; backlog ${run.backlogGrowth >= 0 ? '+' : ''}${run.backlogGrowth}`,
+            `pipeline ${profile.name} ${variant.name}: ${run.server.decodedPerSecond.toFixed(0)} tok/s = ${efficiency.toFixed(3)} of ceiling (committed ${run.committedPerSecond.toFixed(0)} tok/s); ` +
+              `batch ${run.server.occupancy.toFixed(0)}/${profile.maxBatch}, full ${(run.server.fullFraction * 100).toFixed(0)}% of the time; backlog ${run.backlogGrowth >= 0 ? '+' : ''}${run.backlogGrowth}`,
           );
           out.push(
-            measurement('pipeline', `${profile.name} tok/s, ${variant.name} settings`, run.tokensPerSecond, 'tok/s', { name: 'server ceiling (saturating client)', value: ceiling.tokensPerSecond }, {
-              settings: { PARTITIONS: 3, RESPONSE_CONCURRENCY: 1, RESPONSE_BATCH_SIZE: 32, IN_FLIGHT: 8, SAMPLES_PER_REQUEST: 4, MAX_CONCURRENCY: 64, ...settings },
+            measurement('pipeline', `${profile.name} tok/s, ${variant.name}`, run.server.decodedPerSecond, 'tok/s', { name: 'server ceiling (saturating client)', value: ceiling.decodedPerSecond }, {
+              settings: { PARTITIONS: 3, RESPONSE_CONCURRENCY: 1, RESPONSE_BATCH_SIZE: 32, IN_FLIGHT: 8, SAMPLES_PER_REQUEST: 4, MAX_CONCURRENCY: 64, ...variant.settings },
+              responseInstances: variant.responseInstances,
               timeScale,
               windowSeconds: windowS,
               meanBatchOccupancy: round(run.server.occupancy / profile.maxBatch),
               fullBatchFraction: round(run.server.fullFraction),
               idleFraction: round(run.server.idleFraction),
-              serverDecodedTokensPerSecond: Math.round(run.server.decodedPerSecond),
+              committedTokensPerSecond: Math.round(run.committedPerSecond),
               instructionTokenShare: round(run.instructionShare),
               instructionBacklogGrowth: run.backlogGrowth,
               recordsCommittedInWindow: run.recordsCommitted,
-              ceilingOccupancy: round(ceiling.server.occupancy / profile.maxBatch),
+              ceilingBatchOccupancy: round(ceiling.occupancy / profile.maxBatch),
             }),
           );
         }

@@ -11,11 +11,40 @@ export const REDACT_PATHS = [
   'token', '*.token', 'secret', '*.secret',
 ];
 
+/** Secret values read by this process (API keys, passwords): scrubbed from every log line's text. */
+const SECRETS = new Set<string>();
+
+/** Call wherever a secret is read, so no log line can carry it, whatever message or error it ends up in. */
+export function registerSecret(value: string | undefined): void {
+  if (value && value.length >= 4) SECRETS.add(value);
+}
+
+function scrubValue(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return scrubSecrets(value, SECRETS);
+  if (value instanceof Error) {
+    const copy = Object.assign(Object.create(Object.getPrototypeOf(value) as object) as Error, value);
+    copy.message = scrubSecrets(value.message, SECRETS);
+    if (value.stack) copy.stack = scrubSecrets(value.stack, SECRETS);
+    return copy;
+  }
+  if (value && typeof value === 'object' && depth < 3 && !Buffer.isBuffer(value)) {
+    if (Array.isArray(value)) return value.map((v) => scrubValue(v, depth + 1));
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, scrubValue(v, depth + 1)]));
+  }
+  return value;
+}
+
 export function createLogger(options: LoggerOptions = {}, destination?: pino.DestinationStream): Logger {
   const base: LoggerOptions = {
     name: 'magpie',
     level: process.env.MAGPIE_LOG_LEVEL ?? 'info',
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    hooks: {
+      logMethod(args, method) {
+        if (SECRETS.size === 0) return method.apply(this, args);
+        return method.apply(this, args.map((a) => scrubValue(a)) as Parameters<typeof method>);
+      },
+    },
     ...options,
   };
   return destination ? pino(base, destination) : pino(base, pino.destination(2));

@@ -3,7 +3,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, errorMessage } from '../core/errors.js';
-import type { Logger } from '../core/logger.js';
+import { registerSecret, type Logger } from '../core/logger.js';
 import type { InferenceBackend } from './backend.js';
 import { OpenAIBackend } from './openai.js';
 import { TEMPLATE_FAMILIES } from './templates.js';
@@ -91,6 +91,7 @@ function resolveApiKey(name: string, config: z.output<typeof openaiConfigSchema>
 export async function createBackend(name: string, config: BackendConfig, logger: Logger, env: NodeJS.ProcessEnv = process.env): Promise<InferenceBackend> {
   if (config.type === 'openai') {
     const apiKey = resolveApiKey(name, config, env);
+    registerSecret(apiKey);
     return new OpenAIBackend({
       name,
       baseUrls: config.baseUrls ?? [config.baseUrl!],

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Kafka, logLevel, type KafkaConfig as KafkaJsConfig, type SASLOptions } from 'kafkajs';
 import { ConfigError } from '../core/errors.js';
-import type { Logger } from '../core/logger.js';
+import { registerSecret, type Logger } from '../core/logger.js';
 import type { KafkaConfig } from '../topology/schema.js';
 
 // kafkajs logs at ERROR what it then retries (leader moves, concurrent transactions); the runner logs real failures.
@@ -63,6 +63,7 @@ export function createKafka(config: KafkaConfig, logger: Logger): Kafka {
   }
   if (config.sasl) {
     const password = readSecret(config.sasl.passwordEnv, config.sasl.passwordFile, 'kafka.sasl');
+    registerSecret(password);
     options.sasl = { mechanism: config.sasl.mechanism, username: config.sasl.username, password } as SASLOptions;
   }
   return new Kafka(options);

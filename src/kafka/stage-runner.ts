@@ -130,7 +130,11 @@ export class StageRunner extends EventEmitter {
       if (payload.topic !== input || this.abandoned.delete(`${payload.partition}:${payload.lastOffset}`)) return;
       this.positions.set(payload.partition, { lastOffset: BigInt(payload.lastOffset), highWatermark: BigInt(payload.highWatermark) });
     });
-    consumer.on(consumer.events.CRASH, (e) => this.log.error({ err: String(e.payload.error), restart: e.payload.restart }, 'consumer crashed'));
+    consumer.on(consumer.events.CRASH, (e) => {
+      this.log.error({ err: String(e.payload.error), restart: e.payload.restart }, 'consumer crashed');
+      // kafkajs will not restart this consumer: an idle process would look healthy, so say it is not.
+      if (!e.payload.restart && !this.stopping) this.emit('fatal', e.payload.error);
+    });
     await consumer.connect();
     await consumer.subscribe({ topics: [input], fromBeginning: true });
     await consumer.run({

@@ -75,6 +75,8 @@ export class InstructionGenerator implements Source<Instruction> {
       void this.request(index, n, ctx).then(
         (outcomes) => this.ready.push(...outcomes),
         (err: unknown) => {
+          // Not produced: those samples are requested again once the source is retried.
+          this.requested -= n;
           if (!ctx.signal.aborted) this.failure = err;
         },
       ).finally(() => {
@@ -106,7 +108,8 @@ export class InstructionGenerator implements Source<Instruction> {
         ...(seed === undefined ? {} : { seed }),
       }),
       {
-        attempts: 8, initialDelayMs: 500, maxDelayMs: 30_000, signal: ctx.signal,
+        // The backend retries each HTTP call itself; this covers a longer outage without failing the source.
+        attempts: 3, initialDelayMs: 1_000, maxDelayMs: 30_000, signal: ctx.signal,
         onRetry: (err, attempt, delayMs) => ctx.logger.warn({ attempt, delayMs, err: errorMessage(err) }, 'instruction request failed; retrying'),
       },
     );

@@ -62,7 +62,8 @@ export class ResponseGenerator {
       return this.backend.complete({ ...common, prompt: template.formatConversation(messages, { addGenerationPrompt: true }), stop, stopTokenIds });
     };
     const [first] = await withRetry(call, {
-      attempts: 4, initialDelayMs: 500, maxDelayMs: 10_000, signal: ctx.signal,
+      // One more try per record on top of the backend's own retries, so one failure does not redo the whole batch.
+      attempts: 2, initialDelayMs: 500, maxDelayMs: 10_000, signal: ctx.signal,
       onRetry: (err, attempt, delayMs) => ctx.logger.warn({ attempt, delayMs, err: errorMessage(err) }, 'response request failed; retrying'),
     });
     if (!first) throw new Error('backend returned no completion');

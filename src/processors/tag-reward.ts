@@ -1,6 +1,7 @@
 import { Agent, request } from 'undici';
 import { z } from 'zod';
 import { ConfigError, errorMessage, InferenceError, isRetryable } from '../core/errors.js';
+import { registerSecret } from '../core/logger.js';
 import { withRetry } from '../core/retry.js';
 import type { Conversation } from '../serde/records.generated.js';
 import { defineProcessor, type Processor } from './stage.js';
@@ -79,6 +80,7 @@ export class RewardClient {
     this.headers = { 'content-type': 'application/json' };
     if (cfg.apiKeyEnv) {
       const key = process.env[cfg.apiKeyEnv];
+      registerSecret(key);
       if (!key) throw new ConfigError(`tag-reward: environment variable ${cfg.apiKeyEnv} (apiKeyEnv) is not set`, { apiKeyEnv: cfg.apiKeyEnv });
       this.headers.authorization = `Bearer ${key}`;
     }

@@ -49,12 +49,23 @@ export function registerRun(program: Command): void {
       const running = await runTopology(topology, logger, { ...(opts.stage ? { stages: opts.stage } : {}), metrics });
       const progress = startProgress(metrics, running.runners.keys(), Number(opts.progressInterval) * 1000, logger);
       const signalled = untilSignal(logger);
+      // A stage whose consumer cannot recover ends the process (non-zero), so a supervisor restarts it.
+      const fatal = new Promise<void>((resolve) => {
+        for (const [name, runner] of running.runners) {
+          runner.on('fatal', (err: unknown) => {
+            logger.fatal({ stage: name, err: String(err) }, 'stage cannot continue; exiting so a supervisor can restart the process');
+            process.exitCode = 1;
+            resolve();
+          });
+        }
+      });
       if (opts.exitWhenDone) {
         const stop = new AbortController();
         void signalled.then(() => stop.abort());
+        void fatal.then(() => stop.abort());
         await waitUntilDrained(running, { signal: stop.signal });
       } else {
-        await signalled;
+        await Promise.race([signalled, fatal]);
       }
       await running.stop(Number(opts.grace) * 1000);
       progress.stop();

@@ -146,3 +146,18 @@ describe('secrets in topologies', () => {
     expect(() => createKafka(fromEnv.kafka, logger)).toThrow(/kafka\.sasl: environment variable MAGPIE_TEST_UNSET_PASSWORD is not set/);
   });
 });
+
+describe('registered secrets', () => {
+  it('are scrubbed from every log line, in messages, fields and errors', async () => {
+    const { createLogger, registerSecret } = await import('../../../src/core/logger.js');
+    const lines: string[] = [];
+    const logger = createLogger({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const key = 'sk-registered-secret-1234';
+    registerSecret(key);
+    logger.info({ url: `http://x/?key=${key}`, nested: { note: `bearer ${key}` } }, `calling with ${key}`);
+    logger.error({ err: new Error(`server echoed ${key}`) }, 'failed');
+    expect(lines).toHaveLength(2);
+    for (const line of lines) expect(line).not.toContain(key);
+    expect(lines.join('\n')).toContain('[redacted]');
+  });
+});
