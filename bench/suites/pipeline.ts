@@ -73,6 +73,8 @@ const VARIANTS: readonly Variant[] = [
     settings: { PARTITIONS: 32, RESPONSE_CONCURRENCY: 8, RESPONSE_BATCH_SIZE: 32, IN_FLIGHT: 16, SAMPLES_PER_REQUEST: 4, MAX_CONCURRENCY: 1_100 },
     responseInstances: 4,
   },
+  { name: 'exp 8 consumers', settings: { PARTITIONS: 32, RESPONSE_CONCURRENCY: 4, RESPONSE_BATCH_SIZE: 32, IN_FLIGHT: 16, MAX_CONCURRENCY: 1_100 }, responseInstances: 8 },
+  { name: 'exp 4 consumers b16', settings: { PARTITIONS: 64, RESPONSE_CONCURRENCY: 16, RESPONSE_BATCH_SIZE: 16, IN_FLIGHT: 16, MAX_CONCURRENCY: 1_100 }, responseInstances: 4 },
 ];
 
 interface SimProcess {

@@ -60,7 +60,8 @@ Reply with one JSON object and nothing else:
     ],
     jsonSchema: {
       type: 'object',
-      properties: { primary_tag: enumSchema(TASK_CATEGORIES), other_tags: { type: 'array', items: enumSchema(TASK_CATEGORIES) } },
+      // maxItems bounds constrained decoding: a small model otherwise repeats a tag until max_tokens.
+      properties: { primary_tag: enumSchema(TASK_CATEGORIES), other_tags: { type: 'array', items: enumSchema(TASK_CATEGORIES), maxItems: 3 } },
       required: ['primary_tag', 'other_tags'],
       additionalProperties: false,
     },

@@ -61,7 +61,7 @@ export class Resources {
         if (typeof name === 'string' && !this.backends.has(name)) {
           const config = this.topology.backends[name];
           if (!config) throw new ConfigError(`stage ${stage.name}: no backend named '${name}'`);
-          this.backends.set(name, await createBackend(name, config, this.logger.child({ backend: name })));
+          this.backends.set(name, await createBackend(name, config, this.logger));
         }
       }
       const name = stage.config['embedder'];

@@ -48,7 +48,7 @@ describe('the local topology on SmolLM2 and MiniLM', () => {
       expect(ins.instruction.length).toBeGreaterThan(0);
       for (const token of TEMPLATE_TOKENS) expect(ins.instruction).not.toContain(token);
       // SmolLM2's own default system prompt precedes the ChatML user header (its chat template does the same).
-      expect(ins.gen_input_configs).toMatchObject({ temperature: 1, top_p: 1, max_tokens: 96, template_family: 'smollm2' });
+      expect(ins.gen_input_configs).toMatchObject({ temperature: 1, top_p: 1, max_tokens: 128, template_family: 'smollm2' });
       expect(ins.gen_input_configs.pre_query_template).toMatch(/^<\|im_start\|>system\n.+<\|im_end\|>\n<\|im_start\|>user\n$/s);
       expect(ins.gen_input_configs.input_generator).toMatch(/^llamacpp:/);
       expect(ins.model).toBe('HuggingFaceTB/SmolLM2-135M-Instruct');
