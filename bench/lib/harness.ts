@@ -130,6 +130,30 @@ export function randomUnitVectors(count: number, dimensions: number, seed = 42):
   return out;
 }
 
+/**
+ * Random unit vectors confined to a random `rank`-dimensional subspace of R^dimensions: the neighbourhood structure
+ * of real sentence embeddings (which fill a low-dimensional part of their space), without a corpus. Uniformly
+ * random 384-d vectors have none: every pair sits at cosine distance 1 ± 0.05.
+ */
+export function subspaceUnitVectors(count: number, dimensions: number, rank: number, seed = 42): Float32Array {
+  const basis = randomUnitVectors(dimensions, rank, 7);
+  const coords = randomUnitVectors(count, rank, seed);
+  const out = new Float32Array(count * dimensions);
+  for (let i = 0; i < count; i++) {
+    const o = i * dimensions;
+    let norm = 0;
+    for (let d = 0; d < dimensions; d++) {
+      let x = 0;
+      for (let k = 0; k < rank; k++) x += basis[d * rank + k]! * coords[i * rank + k]!;
+      out[o + d] = x;
+      norm += x * x;
+    }
+    const inv = 1 / Math.sqrt(norm);
+    for (let d = 0; d < dimensions; d++) out[o + d] = out[o + d]! * inv;
+  }
+  return out;
+}
+
 export function sleepMs(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

@@ -8,7 +8,7 @@ import { readTopic } from '../../src/kafka/read-topic.js';
 import type { Conversation, Instruction, Rejected } from '../../src/serde/records.generated.js';
 import { createSerde } from '../../src/serde/serde.js';
 import type { SchemaName } from '../../src/serde/schemas.js';
-import { runTopology } from '../../src/topology/build.js';
+import { createTopologyTopics, runTopology } from '../../src/topology/build.js';
 import { loadTopologyFile } from '../../src/topology/load.js';
 import { measurement, sleepMs, type BenchContext, type Measurement, type Suite } from '../lib/harness.js';
 import { meanLength, type LengthDistribution, type SimServerOptions, type SimStats } from '../sim-server.js';
@@ -56,10 +56,10 @@ interface Variant {
 /**
  * `defaults`: the topology as the project's defaults leave it (3 partitions, one partition at a time, 64
  * requests in flight per backend). The tuned variants give the server more sequences than its batch holds:
- * pre-query sequences ≈ a quarter of the batch (inFlight 16 × n 4) and response chunks on many partitions.
+ * pre-query sequences ≈ a quarter of the batch (inFlight 16 × n 4) and ~1,000 answer requests on 32 partitions.
  * One response-stage consumer still works in waves (kafkajs fetches again only when every partition's batch is
  * done, and a partition's next chunk waits for the slowest answer of the last), so the batch drains at each
- * wave's end; four consumers in the group wave out of step and keep it full.
+ * wave's end; 16 consumers in the group (16 `magpie run --stages responses` processes) wave out of step.
  */
 const VARIANTS: readonly Variant[] = [
   { name: 'defaults', settings: {}, responseInstances: 1 },
@@ -69,13 +69,13 @@ const VARIANTS: readonly Variant[] = [
     responseInstances: 1,
   },
   {
-    name: 'tuned, 4 consumers',
-    settings: { PARTITIONS: 32, RESPONSE_CONCURRENCY: 8, RESPONSE_BATCH_SIZE: 32, IN_FLIGHT: 16, SAMPLES_PER_REQUEST: 4, MAX_CONCURRENCY: 1_100 },
-    responseInstances: 4,
+    name: 'tuned, 16 consumers',
+    settings: { PARTITIONS: 32, RESPONSE_CONCURRENCY: 2, RESPONSE_BATCH_SIZE: 32, IN_FLIGHT: 16, SAMPLES_PER_REQUEST: 4, MAX_CONCURRENCY: 1_100 },
+    responseInstances: 16,
   },
-  { name: 'exp 8 consumers', settings: { PARTITIONS: 32, RESPONSE_CONCURRENCY: 4, RESPONSE_BATCH_SIZE: 32, IN_FLIGHT: 16, MAX_CONCURRENCY: 1_100 }, responseInstances: 8 },
-  { name: 'exp 4 consumers b16', settings: { PARTITIONS: 64, RESPONSE_CONCURRENCY: 16, RESPONSE_BATCH_SIZE: 16, IN_FLIGHT: 16, MAX_CONCURRENCY: 1_100 }, responseInstances: 4 },
 ];
+/** --quick: the project defaults and the variant that keeps the server full. */
+const QUICK_VARIANTS = ['defaults', 'tuned, 16 consumers'];
 
 interface SimProcess {
   url: string;
@@ -209,8 +209,10 @@ async function runPipeline(ctx: BenchContext, sim: SimProcess, variant: Variant,
   const env: NodeJS.ProcessEnv = { ...process.env, SIM_URL: `${sim.url}/v1` };
   for (const [k, v] of Object.entries(variant.settings)) env[k] = String(v);
   const topology = await loadTopologyFile(TOPOLOGY, { topicPrefix: prefix, brokers, env });
-  const running = [await runTopology(topology, ctx.logger)];
-  for (let i = 1; i < variant.responseInstances; i++) running.push(await runTopology(topology, ctx.logger, { stages: ['responses'], createTopics: false }));
+  await createTopologyTopics(createKafka(topology.kafka, ctx.logger), topology, ctx.logger);
+  // Response consumers first and together (one group rebalance), then the source: the warm-up starts from an empty topic.
+  const running = await Promise.all(Array.from({ length: variant.responseInstances }, () => runTopology(topology, ctx.logger, { stages: ['responses'], createTopics: false })));
+  running.push(await runTopology(topology, ctx.logger, { stages: ['instructions'], createTopics: false }));
   const groupId = topology.stages.find((s) => s.name === 'responses')!.groupId;
   const stopAll = () => Promise.all(running.map((r) => r.stop(0)));
   // BENCH_TRACE=1 prints the server's batch every second: the shape of the idling tells its cause.
@@ -253,8 +255,8 @@ export const pipelineSuite: Suite = {
     const profiles = (ctx.quick ? [PROFILES[1]!] : PROFILES).filter((p) => !wantedProfiles || wantedProfiles.some((w) => p.name.includes(w)));
     const warmupS = Number(process.env.BENCH_WARMUP ?? (ctx.quick ? 8 : 12));
     const windowS = Number(process.env.BENCH_WINDOW ?? (ctx.quick ? 12 : 30));
-    const ceilingWarmupS = ctx.quick ? 6 : 8;
-    const ceilingWindowS = ctx.quick ? 6 : 10;
+    const ceilingWarmupS = 6;
+    const ceilingWindowS = ctx.quick ? 6 : 8;
     const answerMean = meanLength(RESPONSE_LENGTHS, RESPONSE_MAX_TOKENS);
     const out: Measurement[] = [];
     for (const profile of profiles) {
@@ -270,7 +272,7 @@ export const pipelineSuite: Suite = {
       try {
         const ceiling = await measureCeiling(sim, profile, ceilingWarmupS, ceilingWindowS, 4);
         ctx.progress(`pipeline ${profile.name}: ceiling ${ceiling.decodedPerSecond.toFixed(0)} tok/s (batch ${ceiling.occupancy.toFixed(0)}/${profile.maxBatch}), timeScale ${timeScale}`);
-        const only = process.env.BENCH_PIPELINE_VARIANTS?.split('|');
+        const only = process.env.BENCH_PIPELINE_VARIANTS?.split('|') ?? (ctx.quick ? QUICK_VARIANTS : undefined);
         for (const variant of VARIANTS.filter((v) => !only || only.some((o) => v.name.includes(o)))) {
           const run = await runPipeline(ctx, sim, variant, timeScale, warmupS, windowS);
           const efficiency = run.server.decodedPerSecond / ceiling.decodedPerSecond;
@@ -279,7 +281,7 @@ export const pipelineSuite: Suite = {
               `batch ${run.server.occupancy.toFixed(0)}/${profile.maxBatch}, full ${(run.server.fullFraction * 100).toFixed(0)}% of the time; backlog ${run.backlogGrowth >= 0 ? '+' : ''}${run.backlogGrowth}`,
           );
           out.push(
-            measurement('pipeline', `${profile.name} tok/s, ${variant.name}`, run.server.decodedPerSecond, 'tok/s', { name: 'server ceiling (saturating client)', value: ceiling.decodedPerSecond }, {
+            measurement('pipeline', `${profile.name}, ${variant.name}`, run.server.decodedPerSecond, 'tok/s', { name: 'server ceiling (saturating client)', value: ceiling.decodedPerSecond }, {
               settings: { PARTITIONS: 3, RESPONSE_CONCURRENCY: 1, RESPONSE_BATCH_SIZE: 32, IN_FLIGHT: 8, SAMPLES_PER_REQUEST: 4, MAX_CONCURRENCY: 64, ...variant.settings },
               responseInstances: variant.responseInstances,
               timeScale,
