@@ -1,21 +1,16 @@
-import { pino } from 'pino';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { createKafka } from '../../../src/kafka/client.js';
 import type { Conversation } from '../../../src/serde/records.generated.js';
 import { createSerde } from '../../../src/serde/serde.js';
-import { createTopologyTopics, runTopology, type RunningTopology } from '../../../src/topology/build.js';
+import { createTopologyTopics, runTopology } from '../../../src/topology/build.js';
 import { waitUntilDrained } from '../../../src/topology/drain.js';
 import { loadTopologyFile, type Topology } from '../../../src/topology/load.js';
 import { uniquePrefix } from '../../support/broker.js';
+import { topologyTestContext } from '../../support/topology-run.js';
 import { eventually, makeConversation, produceRecords, readAll } from '../../support/records.js';
 
-const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'warn' });
-const bootstrap = inject('kafkaBootstrap');
+const { logger, bootstrap, track } = topologyTestContext();
 const serde = createSerde();
-const running: RunningTopology[] = [];
-afterEach(async () => {
-  await Promise.allSettled(running.splice(0).map((r) => r.stop(0)));
-});
 
 // Index: 0-3 distinct seeds; then exact copies, light paraphrases and unrelated instructions.
 const INSTRUCTIONS = [
@@ -47,7 +42,7 @@ async function decisionsOf(kafka: ReturnType<typeof createKafka>, topic: string)
 
 async function runToEnd(topology: Topology) {
   const run = await runTopology(topology, logger);
-  running.push(run);
+  track(run);
   await waitUntilDrained(run);
   return run;
 }

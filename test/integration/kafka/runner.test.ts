@@ -1,24 +1,18 @@
-import { pino } from 'pino';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { RecordError } from '../../../src/core/errors.js';
 import { createKafka } from '../../../src/kafka/client.js';
 import type { InputRecord, Processor } from '../../../src/processors/stage.js';
 import type { DeadLetter, Instruction } from '../../../src/serde/records.generated.js';
 import { createSerde } from '../../../src/serde/serde.js';
-import { runTopology, type RunningTopology } from '../../../src/topology/build.js';
+import { runTopology } from '../../../src/topology/build.js';
 import { waitUntilDrained } from '../../../src/topology/drain.js';
 import { loadTopologyFile } from '../../../src/topology/load.js';
 import { uniquePrefix } from '../../support/broker.js';
+import { topologyTestContext } from '../../support/topology-run.js';
 import { eventually, makeInstruction, produceRecords, readAll } from '../../support/records.js';
 
-const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'warn' });
-const bootstrap = inject('kafkaBootstrap');
+const { logger, bootstrap, track } = topologyTestContext();
 const serde = createSerde();
-const running: RunningTopology[] = [];
-
-afterEach(async () => {
-  await Promise.allSettled(running.splice(0).map((r) => r.stop(0)));
-});
 
 async function setup(name: string) {
   const prefix = uniquePrefix(name);
@@ -35,7 +29,7 @@ describe('stage runner on a real broker', () => {
   it('moves 10,000 records through a pass-through stage with none lost and none duplicated', async () => {
     const t = await setup('pass10k');
     const run = await runTopology(t.topology, logger);
-    running.push(run);
+    track(run);
     const sent = Array.from({ length: 10_000 }, (_, i) => makeInstruction(i));
     await produceRecords(t.kafka, serde, t.input, 'magpie.Instruction', sent);
     await waitUntilDrained(run);
@@ -56,7 +50,7 @@ describe('stage runner on a real broker', () => {
       },
     };
     const run = await runTopology(t.topology, logger, { processorOverrides: { copy: processor as Processor<unknown, unknown> } });
-    running.push(run);
+    track(run);
     const sent = Array.from({ length: 500 }, (_, i) => (i === 7 ? poison : makeInstruction(i)));
     await produceRecords(t.kafka, serde, t.input, 'magpie.Instruction', sent, { raw: [{ key: 'garbage', value: Buffer.from('\u0000not avro') }] });
     await waitUntilDrained(run);
@@ -90,7 +84,7 @@ describe('stage runner on a real broker', () => {
     await first.stop(0);
     expect(committed).toBeLessThan(3_000);
     const second = await runTopology(smallBatches, logger, { processorOverrides: { copy: slow as Processor<unknown, unknown> } });
-    running.push(second);
+    track(second);
     await waitUntilDrained(second);
     const out = await readAll<Instruction>(t.kafka, serde, t.output, 'magpie.Instruction');
     expect(out).toHaveLength(3_000);
