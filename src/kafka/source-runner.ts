@@ -1,4 +1,4 @@
-import { EventEmitter } from 'node:events';
+import { EventEmitter, setMaxListeners } from 'node:events';
 import type { Kafka, Producer } from 'kafkajs';
 import { errorCode, errorMessage, isRetryable } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -42,6 +42,8 @@ export class SourceRunner extends EventEmitter {
   }
 
   async start(): Promise<void> {
+    // Every request in flight listens on the stop signal; many are expected, not a leak.
+    setMaxListeners(0, this.abort.signal);
     const { kafka, exactlyOnce, transactionalId } = this.options;
     this.producer = exactlyOnce
       ? kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1, retry: PRODUCER_RETRY })

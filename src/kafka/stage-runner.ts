@@ -1,4 +1,4 @@
-import { EventEmitter } from 'node:events';
+import { EventEmitter, setMaxListeners } from 'node:events';
 import type { Admin, Consumer, EachBatchPayload, Kafka } from 'kafkajs';
 import { CircuitBreaker, type CircuitBreakerOptions, type CircuitStateChange } from '../core/circuit-breaker.js';
 import { errorMessage } from '../core/errors.js';
@@ -240,6 +240,8 @@ export class StageRunner extends EventEmitter {
       }));
       // A chunk is abandoned (not committed) when the stage stops or loses the partition mid-way.
       const chunkAbort = new AbortController();
+      // Every request of the chunk listens on this signal; hundreds in flight are expected, not a leak.
+      setMaxListeners(0, chunkAbort.signal);
       const onStop = () => chunkAbort.abort(new Error('stage stopping'));
       this.abort.signal.addEventListener('abort', onStop, { once: true });
       const timer = setInterval(() => void heartbeat(chunkAbort), 2_000);
