@@ -139,19 +139,7 @@ export async function routeBatch<I, O>(
     if (outcome.kind === 'reject') {
       // Debug only: a filter stage rejects by design, often most of its input.
       logger.debug({ offset: raw.offset, rule: outcome.rule, reason: outcome.reason }, 'record rejected');
-      const value = {
-        stage: target.name,
-        rule: outcome.rule,
-        reason: outcome.reason,
-        uuid: uuidOf(outcome.record ?? inputValues[i]) ?? null,
-        record_json: safeJson(outcome.record ?? inputValues[i]),
-        source_topic: raw.topic,
-        source_partition: raw.partition,
-        source_offset: Number(raw.offset),
-        rejected_at: Date.now(),
-      };
-      const encoded = await serde.encode('magpie.Rejected', value, target.rejects);
-      push(target.rejects, { key: raw.key, value: encoded.value, headers: encoded.headers });
+      push(target.rejects, await rejectMessage(serde, target, outcome, outcome.record ?? inputValues[i], raw));
       counts.rejected++;
     } else if (outcome.kind === 'dead') {
       push(target.deadLetter, await deadLetterMessage(serde, target, raw, outcome.code, outcome.reason, 'attempts' in outcome ? outcome.attempts ?? 1 : 1));
@@ -159,6 +147,23 @@ export async function routeBatch<I, O>(
     }
   }
   return { byTopic, counts };
+}
+
+/** The reject record of one outcome: the rule, the record as JSON and, for consumed input, where it came from. */
+export async function rejectMessage(serde: RecordSerde, target: Pick<RouteTarget, 'name' | 'rejects'>, outcome: { rule: string; reason: string }, record: unknown, raw?: RawRecord): Promise<OutboundMessage> {
+  const value = {
+    stage: target.name,
+    rule: outcome.rule,
+    reason: outcome.reason,
+    uuid: uuidOf(record) ?? null,
+    record_json: safeJson(record),
+    source_topic: raw?.topic ?? null,
+    source_partition: raw?.partition ?? null,
+    source_offset: raw ? Number(raw.offset) : null,
+    rejected_at: Date.now(),
+  };
+  const encoded = await serde.encode('magpie.Rejected', value, target.rejects);
+  return { key: raw?.key ?? null, value: encoded.value, headers: encoded.headers };
 }
 
 export async function deadLetterMessage(serde: RecordSerde, target: Pick<RouteTarget, 'name' | 'deadLetter' | 'maxMessageBytes'>, raw: RawRecord, code: string, reason: string, attempts: number): Promise<OutboundMessage> {

@@ -7,7 +7,7 @@ import type { StageMetrics } from '../core/metrics.js';
 import { backoffDelay, sleep } from '../core/retry.js';
 import type { Source, StageContext } from '../processors/stage.js';
 import type { RecordSerde } from '../serde/serde.js';
-import type { OutboundMessage, RouteTarget } from './route.js';
+import { rejectMessage, type OutboundMessage, type RouteTarget } from './route.js';
 
 export interface SourceRunnerOptions {
   kafka: Kafka;
@@ -92,13 +92,7 @@ export class SourceRunner extends EventEmitter {
             counts.out++;
           }
         } else if (outcome.kind === 'reject') {
-          const encoded = await serde.encode('magpie.Rejected', {
-            stage: target.name, rule: outcome.rule, reason: outcome.reason,
-            uuid: (outcome.record as { uuid?: string } | undefined)?.uuid ?? null,
-            record_json: JSON.stringify(outcome.record ?? null),
-            source_topic: null, source_partition: null, source_offset: null, rejected_at: Date.now(),
-          }, target.rejects);
-          push(target.rejects, { key: null, value: encoded.value, headers: encoded.headers });
+          push(target.rejects, await rejectMessage(serde, target, outcome, outcome.record));
           counts.rejected++;
         } else {
           this.log.error({ code: outcome.code, reason: outcome.reason }, 'source produced a dead outcome; counted as rejected');
