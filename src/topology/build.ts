@@ -73,6 +73,17 @@ export class Resources {
     }
   }
 
+  /** Requests the backends of a stage run at once, summed (undefined: the stage uses no backend). */
+  backendConcurrency(stage: ResolvedStage): number | undefined {
+    let total: number | undefined;
+    for (const field of ['backend', 'judge'] as const) {
+      const name = stage.config[field];
+      const backend = typeof name === 'string' ? this.backends.get(name) : undefined;
+      if (backend) total = (total ?? 0) + (backend.concurrency ?? 1);
+    }
+    return total;
+  }
+
   depsFor(stageName: string): StageDeps {
     return {
       stageName,
@@ -94,6 +105,23 @@ export class Resources {
     await Promise.allSettled([...this.backends.values()].map((b) => b.close()));
     await Promise.allSettled([...this.embedders.values()].map((e) => e.close()));
   }
+}
+
+/** Stages with state (a compacted changelog port) process their chunks strictly one after another. */
+function stateful(stage: ResolvedStage): boolean {
+  return Object.values(stage.definition.extraPorts ?? {}).some((p) => p.compacted);
+}
+
+/**
+ * Chunk size and window of a stage. Unset, they follow from the backend: the window holds twice the requests the
+ * backend runs at once, in eight chunks, so the server stays full while the oldest chunk finishes and commits.
+ */
+export function stageTuning(stage: ResolvedStage, backendConcurrency: number | undefined): { batchSize: number; window: number } {
+  // load.ts refuses a window over 1 for these.
+  if (stateful(stage)) return { batchSize: stage.batchSize ?? 32, window: 1 };
+  const window = stage.window ?? 8;
+  const batchSize = stage.batchSize ?? (backendConcurrency === undefined ? 32 : Math.min(512, Math.max(1, Math.ceil((2 * backendConcurrency) / window))));
+  return { batchSize, window };
 }
 
 export async function createTopologyTopics(kafka: Kafka, topology: Topology, logger?: Logger): Promise<string[]> {
@@ -139,24 +167,27 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   const metrics = options.metrics ?? new StageMetrics();
   const resources = new Resources(topology, logger);
   const runners = new Map<string, Runner>();
+  let starting: string | undefined;
   try {
     // A replaced processor does not use its stage's backends: they are not loaded for it.
     await resources.load(selected.filter((s) => !options.processorOverrides?.[s.name]));
     // Downstream stages start first so that a source's first records find their consumers ready.
     for (const stage of [...selected].reverse()) {
+      starting = stage.name;
       const deps = resources.depsFor(stage.name);
       const target = routeTarget(stage);
       const def = stage.definition;
       if (def.kind === 'source') {
         const runner = new SourceRunner(def.create(stage.config as never, deps), {
-          kafka, serde, logger, metrics, target, batchSize: stage.batchSize, exactlyOnce: stage.exactlyOnce, transactionalId: `${stage.groupId}-source`,
+          kafka, serde, logger, metrics, target, batchSize: stage.batchSize ?? 32, exactlyOnce: stage.exactlyOnce, transactionalIdPrefix: `${stage.groupId}-source`,
         });
         runners.set(stage.name, runner);
         await runner.start();
       } else {
         const processor = options.processorOverrides?.[stage.name] ?? def.create(stage.config as never, deps);
+        const { batchSize, window } = stageTuning(stage, resources.backendConcurrency(stage));
         const runner = new StageRunner(processor, {
-          kafka, serde, logger, metrics, target, groupId: stage.groupId, input: stage.input!, batchSize: stage.batchSize,
+          kafka, serde, logger, metrics, target, groupId: stage.groupId, input: stage.input!, batchSize, window,
           concurrency: stage.concurrency, exactlyOnce: stage.exactlyOnce, sessionTimeoutMs: stage.sessionTimeoutMs, portSchemas: target.portSchemas,
           circuitBreaker: stage.circuitBreaker,
         });
@@ -165,6 +196,7 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
       }
     }
   } catch (err) {
+    logger.fatal({ stage: starting, err: err instanceof Error ? err.message : String(err) }, starting ? `stage ${starting} cannot start` : 'resources cannot be loaded');
     await Promise.allSettled([...runners.values()].map((r) => r.stop(0)));
     await resources.close();
     await serde.close();

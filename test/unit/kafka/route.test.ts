@@ -1,6 +1,7 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { InferenceError, RecordError } from '../../../src/core/errors.js';
+import { CircuitBreaker } from '../../../src/core/circuit-breaker.js';
 import { routeBatch, type RawRecord, type RouteTarget } from '../../../src/kafka/route.js';
 import type { InputRecord, Outcome, StageContext } from '../../../src/processors/stage.js';
 import type { Instruction } from '../../../src/serde/records.generated.js';
@@ -95,12 +96,33 @@ describe('routeBatch', () => {
     expect(routed.counts).toEqual({ in: 3, out: 3, rejected: 0, deadLettered: 0 });
   });
 
-  it('dead-letters after deadLetterAfterAttempts retryable failures when configured', async () => {
-    const routed = await routeBatch(await raws(2), async () => {
-      throw new InferenceError('INFERENCE_TIMEOUT', 'timed out', { retryable: true });
-    }, serde, { ...target, deadLetterAfterAttempts: 2 }, ctx());
+  it('retries only the record that failed, and dead-letters it after its own budget while its siblings are answered', async () => {
+    const calls: string[][] = [];
+    const timeout = new InferenceError('INFERENCE_TIMEOUT', 'timed out', { retryable: true });
+    const routed = await routeBatch(await raws(4), async (b: InputRecord<Instruction>[]) => {
+      calls.push(b.map((r) => r.value.uuid));
+      return b.map((r): Outcome<Instruction> => (r.value.uuid === 'u-2' ? { kind: 'failed', error: timeout } : { kind: 'emit', records: [{ value: r.value }] }));
+    }, serde, { ...target, deadLetterAfterAttempts: 3 }, ctx());
+    // The first call has every record; each retry has only the failed one.
+    expect(calls).toEqual([['u-0', 'u-1', 'u-2', 'u-3'], ['u-2'], ['u-2']]);
+    expect((await decodeAll('out-topic', routed, 'magpie.Instruction')).map((r) => r.uuid)).toEqual(['u-0', 'u-1', 'u-3']);
     const dead = await decodeAll('dlq-topic', routed, 'magpie.DeadLetter');
-    expect(dead.map((d) => d.code)).toEqual(['INFERENCE_TIMEOUT', 'INFERENCE_TIMEOUT']);
+    expect(dead).toHaveLength(1);
+    expect(dead[0]).toMatchObject({ code: 'INFERENCE_TIMEOUT', source_offset: 2, attempts: 3 });
+    expect(dead[0]!.reason).toMatch(/after 3 attempts/);
+  });
+
+  it('spends no budget while every record fails (an outage): the records wait and go through on recovery', async () => {
+    let call = 0;
+    const breaker = new CircuitBreaker({ failureThreshold: 2, coolDownMs: 5, maxCoolDownMs: 20 });
+    const routed = await routeBatch(await raws(3), async (b: InputRecord<Instruction>[]) => {
+      // Down for the first six calls, for everyone.
+      if (++call <= 6) return b.map(() => ({ kind: 'failed' as const, error: new InferenceError('INFERENCE_CONNECTION', 'refused', { retryable: true }) }));
+      return b.map((r) => ({ kind: 'emit' as const, records: [{ value: r.value }] }));
+    }, serde, { ...target, deadLetterAfterAttempts: 2 }, ctx(), breaker);
+    breaker.dispose();
+    expect(call).toBe(7);
+    expect(routed.counts).toEqual({ in: 3, out: 3, rejected: 0, deadLettered: 0 });
   });
 
   it('dead-letters an output that does not match its schema instead of failing the batch', async () => {
@@ -120,10 +142,10 @@ describe('routeBatch', () => {
 
 describe('routeBatch size limits', () => {
   it('dead-letters an output larger than the broker accepts, with the size in the reason', async () => {
-    const routed = await routeBatch(await raws(2), async (b: InputRecord<Instruction>[]) => b.map((r, i) => ({ kind: 'emit' as const, records: [{ value: i === 1 ? { ...r.value, instruction: 'x'.repeat(5_000) } : r.value }] })), serde, { ...target, maxMessageBytes: 2_000 }, ctx());
+    const routed = await routeBatch(await raws(2), async (b: InputRecord<Instruction>[]) => b.map((r, i) => ({ kind: 'emit' as const, records: [{ value: i === 1 ? { ...r.value, instruction: 'x'.repeat(5_000) } : r.value }] })), serde, { ...target, messageLimits: { 'out-topic': 3_000 } }, ctx());
     expect(routed.counts).toMatchObject({ out: 1, deadLettered: 1 });
     const dead = await decodeAll('dlq-topic', routed, 'magpie.DeadLetter');
     expect(dead[0]).toMatchObject({ code: 'OUTPUT_TOO_LARGE', source_offset: 1 });
-    expect(dead[0]!.reason).toMatch(/over the 2000-byte limit/);
+    expect(dead[0]!.reason).toMatch(/over the 3000-byte limit \(max.message.bytes\) of topic out-topic/);
   });
 });
