@@ -1,4 +1,4 @@
-import { ConfigResourceTypes, type Admin, type Kafka } from 'kafkajs';
+import kafkajs, { type Admin, type Kafka } from 'kafkajs';
 import { DEFAULT_MAX_MESSAGE_BYTES } from './send-plan.js';
 import type { Logger } from '../core/logger.js';
 
@@ -80,7 +80,7 @@ export async function fetchMessageLimits(admin: Admin, topics: readonly string[]
   if (unique.length === 0) return {};
   const { resources } = await admin.describeConfigs({
     includeSynonyms: false,
-    resources: unique.map((name) => ({ type: ConfigResourceTypes.TOPIC, name, configNames: ['max.message.bytes'] })),
+    resources: unique.map((name) => ({ type: kafkajs.ConfigResourceTypes.TOPIC, name, configNames: ['max.message.bytes'] })),
   });
   const limits: Record<string, number> = {};
   for (const r of resources) {

@@ -77,8 +77,6 @@ export class StageRunner extends EventEmitter {
   private readonly windows = new Map<number, PartitionWindow>();
   /** Window creation in progress (fencing in), per partition. */
   private readonly opening = new Map<number, Promise<PartitionWindow>>();
-  /** Partitions of the current assignment. */
-  private assigned = new Set<number>();
   /** Partitions paused because their window is full. */
   private readonly backpressured = new Set<number>();
   /** Last offset seen for partitions this runner holds no window for (control records at the start). */
@@ -146,7 +144,7 @@ export class StageRunner extends EventEmitter {
       allowAutoTopicCreation: false,
     });
     this.consumer = consumer;
-    consumer.on(consumer.events.GROUP_JOIN, (e) => this.onAssignment(e.payload.memberAssignment[input] ?? []));
+    consumer.on(consumer.events.GROUP_JOIN, (e) => this.onAssignment(e.payload.memberAssignment));
     consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
       // Batches of control records only (transaction markers) never reach eachBatch: the position moves on.
       if (payload.topic !== input || payload.batchSize > 0) return;
@@ -182,16 +180,16 @@ export class StageRunner extends EventEmitter {
    * the committed offset are recognised and skipped, so no finished work is lost to a rebalance. Windows of
    * partitions lost are abandoned at once: the new owner fenced this process' producer for them.
    */
-  private onAssignment(partitions: number[]): void {
-    this.assigned = new Set(partitions);
+  private onAssignment(assignment: Record<string, number[]>): void {
+    const assigned = new Set(assignment[this.options.input] ?? []);
     for (const [partition, window] of this.windows) {
-      if (this.assigned.has(partition)) continue;
+      if (assigned.has(partition)) continue;
       window.close('partition assigned to another member');
       this.windows.delete(partition);
       this.backpressured.delete(partition);
       this.log.info({ partition }, 'partition revoked; its work in flight is abandoned');
     }
-    this.log.info({ partitions }, 'joined group');
+    this.log.info({ assignment }, 'joined group');
   }
 
   private onCircuit(change: CircuitStateChange): void {

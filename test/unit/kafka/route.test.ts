@@ -141,6 +141,15 @@ describe('routeBatch', () => {
 });
 
 describe('routeBatch size limits', () => {
+  it('cuts the original of a dead letter to fit the dead-letter topic, and says so', async () => {
+    const input = await raws(1);
+    input[0] = { ...input[0]!, value: Buffer.alloc(40_000, 1) };
+    const routed = await routeBatch(input, async () => [], serde, { ...target, messageLimits: { 'dlq-topic': 30_000 } }, ctx());
+    const [dead] = await decodeAll('dlq-topic', routed, 'magpie.DeadLetter');
+    expect(dead!.reason).toMatch(/original cut from 40000 to 13616 bytes/);
+    expect((dead!.original as Buffer).length).toBe(13_616);
+  });
+
   it('dead-letters an output larger than the broker accepts, with the size in the reason', async () => {
     const routed = await routeBatch(await raws(2), async (b: InputRecord<Instruction>[]) => b.map((r, i) => ({ kind: 'emit' as const, records: [{ value: i === 1 ? { ...r.value, instruction: 'x'.repeat(5_000) } : r.value }] })), serde, { ...target, messageLimits: { 'out-topic': 3_000 } }, ctx());
     expect(routed.counts).toMatchObject({ out: 1, deadLettered: 1 });
