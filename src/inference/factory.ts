@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { ConfigError, errorMessage } from '../core/errors.js';
 import { registerSecret, type Logger } from '../core/logger.js';
 import type { InferenceBackend } from './backend.js';
-import { OpenAIBackend } from './openai.js';
+import { OpenAIBackend, type OpenAIServer } from './openai.js';
 import { TEMPLATE_FAMILIES } from './templates.js';
 
 const positiveInt = z.number().int().positive();
@@ -23,7 +23,13 @@ const openaiConfigSchema = z
     apiKeyEnv: z.string().min(1).default('OPENAI_API_KEY'),
     /** File holding the API key (e.g. a mounted secret); wins over apiKeyEnv. */
     apiKeyFile: z.string().min(1).optional(),
-    maxConcurrency: positiveInt.default(64),
+    /**
+     * Sequences the server runs at once (vLLM --max-num-seqs, SGLang --max-running-requests). Default: the
+     * server's own default (vLLM and SGLang 256, TGI 128, llama.cpp 4, others 64).
+     */
+    serverBatch: positiveInt.optional(),
+    /** Requests in flight at once across all URLs. Default: serverBatch per URL, so every server's batch stays full. */
+    maxConcurrency: positiveInt.optional(),
     connectionsPerUrl: positiveInt.optional(),
     /** Per attempt, whole response included. */
     timeoutMs: positiveInt.default(600_000),
@@ -87,6 +93,9 @@ function resolveApiKey(name: string, config: z.output<typeof openaiConfigSchema>
   return env[config.apiKeyEnv]?.trim() || undefined;
 }
 
+/** The batch each kind of server runs by default. */
+const DEFAULT_SERVER_BATCH: Record<OpenAIServer, number> = { vllm: 256, sglang: 256, tgi: 128, llamacpp: 4, generic: 64 };
+
 /** Builds (and, for llama.cpp, loads) the backend a validated config describes. */
 export async function createBackend(name: string, config: BackendConfig, logger: Logger, env: NodeJS.ProcessEnv = process.env): Promise<InferenceBackend> {
   if (config.type === 'openai') {
@@ -98,7 +107,7 @@ export async function createBackend(name: string, config: BackendConfig, logger:
       model: config.model,
       server: config.server,
       ...(apiKey === undefined ? {} : { apiKey }),
-      maxConcurrency: config.maxConcurrency,
+      maxConcurrency: config.maxConcurrency ?? (config.serverBatch ?? DEFAULT_SERVER_BATCH[config.server]) * (config.baseUrls?.length ?? 1),
       ...(config.connectionsPerUrl === undefined ? {} : { connectionsPerUrl: config.connectionsPerUrl }),
       timeoutMs: config.timeoutMs,
       retries: config.retries,
