@@ -141,6 +141,8 @@ export class StageRunner extends EventEmitter {
       heartbeatInterval: Math.min(3_000, Math.floor(sessionTimeoutMs / 5)),
       readUncommitted: false,
       maxBytesPerPartition: 1_048_576,
+      // A partition resumed after backpressure is fetched within this, not after a 5 s long poll on the others.
+      maxWaitTimeInMs: 500,
       allowAutoTopicCreation: false,
     });
     this.consumer = consumer;

@@ -76,12 +76,12 @@ export const commonStageFields = {
   partitions: z.number().int().min(1).optional(),
   /**
    * Records handed to process() at once (a chunk). Default: a quarter of the stage's backend concurrency (so the
-   * window below holds twice what the server runs at once), 32 for stages without a backend.
+   * window below holds four times what the server runs at once), 32 for stages without a backend.
    */
   batchSize: z.number().int().min(1).max(10_000).optional(),
   /**
-   * Chunks of one input partition processed at once (a sliding window), committed in offset order. Default 8;
-   * always 1 for stages with state (their chunks must be processed in order).
+   * Chunks of one input partition processed at once (a sliding window), committed in offset order. Default 16
+   * for stages with a backend, 2 for the others; always 1 for stages with state (chunks processed in order).
    */
   window: z.number().int().min(1).max(256).optional(),
   /** Input partitions processed concurrently by one instance. */
