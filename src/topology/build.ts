@@ -115,13 +115,13 @@ function stateful(stage: ResolvedStage): boolean {
 /**
  * Chunk size and window of a stage. Unset, they follow from the backend: a partition's window holds four times
  * the requests the backend runs at once, in sixteen chunks, so the server stays full while the oldest chunk waits
- * for its longest answer (commits go in offset order). Stages without a backend are CPU-bound here: two chunks,
- * one processing while the other commits.
+ * for its longest answer (commits go in offset order). Stages without a backend: eight chunks of 32, so that
+ * while one transaction commits, the chunks done meanwhile wait to go out together in the next.
  */
 export function stageTuning(stage: ResolvedStage, backendConcurrency: number | undefined): { batchSize: number; window: number } {
   // load.ts refuses a window over 1 for these.
   if (stateful(stage)) return { batchSize: stage.batchSize ?? 32, window: 1 };
-  if (backendConcurrency === undefined) return { batchSize: stage.batchSize ?? 32, window: stage.window ?? 2 };
+  if (backendConcurrency === undefined) return { batchSize: stage.batchSize ?? 32, window: stage.window ?? 8 };
   const window = stage.window ?? 16;
   const batchSize = stage.batchSize ?? Math.min(512, Math.max(1, Math.ceil((4 * backendConcurrency) / window)));
   return { batchSize, window };

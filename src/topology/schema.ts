@@ -81,7 +81,7 @@ export const commonStageFields = {
   batchSize: z.number().int().min(1).max(10_000).optional(),
   /**
    * Chunks of one input partition processed at once (a sliding window), committed in offset order. Default 16
-   * for stages with a backend, 2 for the others; always 1 for stages with state (chunks processed in order).
+   * for stages with a backend, 8 for the others; always 1 for stages with state (chunks processed in order).
    */
   window: z.number().int().min(1).max(256).optional(),
   /** Input partitions processed concurrently by one instance. */
