@@ -25,6 +25,8 @@ export interface RoutedBatch {
   /** Topic → messages, in input order. */
   byTopic: Map<string, OutboundMessage[]>;
   counts: { in: number; out: number; rejected: number; deadLettered: number };
+  /** Per stage, for a chain of stages: what each took in and let out. */
+  byStage?: Map<string, { in: number; out: number; rejected: number; deadLettered: number }>;
 }
 
 /** What the router needs to know about the stage; a subset of ResolvedStage so it is testable alone. */
@@ -61,13 +63,20 @@ export function headersToStrings(headers: Record<string, Buffer | string | (Buff
   return out;
 }
 
+/** One stage of a chain: how it processes, where its outputs, rejects and dead letters go, its circuit. */
+export interface ChainLink {
+  process: ProcessFn<unknown, unknown>;
+  target: RouteTarget;
+  breaker?: CircuitBreaker;
+}
+
 /**
  * Decode → process (with retries) → encode, for one chunk of one partition. Pure with respect to Kafka:
  * the caller sends `byTopic` and commits the offsets in one step. Every input ends in exactly one of:
  * outputs, a reject record, a dead-letter record; or the whole call throws (nothing may be committed).
  * `breaker`, shared by the chunks of a stage, holds every attempt back while the stage's calls keep failing.
  */
-export async function routeBatch<I, O>(
+export function routeBatch<I, O>(
   raws: RawRecord[],
   process: ProcessFn<I, O>,
   serde: RecordSerde,
@@ -75,38 +84,68 @@ export async function routeBatch<I, O>(
   ctx: StageContext,
   breaker?: CircuitBreaker,
 ): Promise<RoutedBatch> {
-  const logger = ctx.logger;
-  // One slot per input: the outcome once known.
-  const outcomes: FinalOutcome<O>[] = new Array(raws.length);
-  const decoded: { index: number; record: InputRecord<I> }[] = [];
-  const inputValues: unknown[] = new Array(raws.length);
+  return routeChain(raws, [{ process: process as ProcessFn<unknown, unknown>, target, ...(breaker ? { breaker } : {}) }], serde, ctx);
+}
+
+/**
+ * routeBatch for stages chained in memory: what a stage emits on its 'out' port is handed to the next stage
+ * without a topic in between; the last stage's outputs, every stage's other ports, rejects and dead letters
+ * are encoded for their topics, in input order. A record rejected or dead-lettered by a stage stops there
+ * (its dead letter names that stage and carries the chain's input bytes).
+ */
+export async function routeChain(raws: RawRecord[], links: readonly ChainLink[], serde: RecordSerde, ctx: StageContext): Promise<RoutedBatch> {
+  const byTopic = new Map<string, OutboundMessage[]>();
+  const routers = links.map((l) => new OutcomeRouter<unknown>(serde, l.target, links.length > 1 ? ctx.logger.child({ stage: l.target.name }) : ctx.logger, byTopic));
+  // Per input, what to route, in the order it happened: stages downstream come after the ones before them.
+  const routed: { link: number; outcome: FinalOutcome<unknown>; input: unknown }[][] = raws.map(() => []);
+  const head = links[0]!.target;
+  if (!head.inputSchema) throw new Error(`stage ${head.name} has no input schema`);
+  let items: { index: number; record: InputRecord<unknown> }[] = [];
   for (let i = 0; i < raws.length; i++) {
     const raw = raws[i]!;
-    if (!target.inputSchema) throw new Error(`stage ${target.name} has no input schema`);
     try {
-      const value = await serde.decode<I>(target.inputSchema, raw.value, raw.headers);
-      inputValues[i] = value;
-      decoded.push({
-        index: i,
-        record: { value, key: raw.key?.toString() ?? null, headers: raw.headers, topic: raw.topic, partition: raw.partition, offset: raw.offset, timestamp: raw.timestamp },
-      });
+      const value = await serde.decode(head.inputSchema, raw.value, raw.headers);
+      items.push({ index: i, record: { value, key: raw.key?.toString() ?? null, headers: raw.headers, topic: raw.topic, partition: raw.partition, offset: raw.offset, timestamp: raw.timestamp } });
     } catch (err) {
       if (isRetryable(err)) throw err;
-      logger.warn({ offset: raw.offset, code: errorCode(err), err: errorMessage(err) }, 'cannot decode record; dead-lettering it');
-      outcomes[i] = { kind: 'dead', code: errorCode(err), reason: errorMessage(err) };
+      routers[0]!.log.warn({ offset: raw.offset, code: errorCode(err), err: errorMessage(err) }, 'cannot decode record; dead-lettering it');
+      routed[i]!.push({ link: 0, outcome: { kind: 'dead', code: errorCode(err), reason: errorMessage(err) }, input: undefined });
     }
   }
-
-  if (decoded.length > 0) {
-    const results = await processWithRetries(decoded.map((d) => d.record), process, target, ctx, breaker);
-    results.forEach((outcome, j) => {
-      outcomes[decoded[j]!.index] = outcome;
+  const inputs = links.map(() => 0);
+  for (let k = 0; k < links.length && items.length > 0; k++) {
+    const link = links[k]!;
+    inputs[k] = items.length;
+    const stageCtx = links.length > 1 ? { ...ctx, logger: routers[k]!.log } : ctx;
+    const outcomes = await processWithRetries(items.map((it) => it.record), link.process, link.target, stageCtx, link.breaker);
+    const next: typeof items = [];
+    outcomes.forEach((outcome, j) => {
+      const item = items[j]!;
+      if (k === links.length - 1 || outcome.kind !== 'emit') {
+        routed[item.index]!.push({ link: k, outcome, input: item.record.value });
+        return;
+      }
+      const forward = outcome.records.filter((r) => (r.port ?? 'out') === 'out');
+      const others = outcome.records.filter((r) => (r.port ?? 'out') !== 'out');
+      if (others.length > 0) routed[item.index]!.push({ link: k, outcome: { kind: 'emit', records: others }, input: item.record.value });
+      routers[k]!.forwarded += forward.length;
+      for (const r of forward) next.push({ index: item.index, record: { ...item.record, value: r.value, key: r.key ?? item.record.key } });
     });
+    items = next;
   }
-
-  const router = new OutcomeRouter(serde, target, logger);
-  for (let i = 0; i < raws.length; i++) await router.add(outcomes[i]!, inputValues[i], raws[i]);
-  return router.routed(raws.length);
+  for (let i = 0; i < raws.length; i++) {
+    for (const { link, outcome, input } of routed[i]!) await routers[link]!.add(outcome, input, raws[i]);
+  }
+  const counts = { in: raws.length, out: 0, rejected: 0, deadLettered: 0 };
+  const byStage = new Map<string, RoutedBatch['counts']>();
+  routers.forEach((r, k) => {
+    const c = { ...r.counts, in: k === 0 ? raws.length : inputs[k]!, out: r.counts.out + r.forwarded };
+    byStage.set(links[k]!.target.name, c);
+    counts.rejected += c.rejected;
+    counts.deadLettered += c.deadLettered;
+  });
+  counts.out = routers.at(-1)!.counts.out;
+  return { byTopic, counts, byStage };
 }
 
 type FinalOutcome<O> = Exclude<Outcome<O>, { kind: 'failed' }> | { kind: 'dead'; code: string; reason: string; attempts?: number };
@@ -116,14 +155,20 @@ type FinalOutcome<O> = Exclude<Outcome<O>, { kind: 'failed' }> | { kind: 'dead';
  * cannot be encoded, or is too large for its topic, becomes a dead letter instead. Shared by stages and sources.
  */
 export class OutcomeRouter<O> {
-  readonly byTopic = new Map<string, OutboundMessage[]>();
   readonly counts = { in: 0, out: 0, rejected: 0, deadLettered: 0 };
+  /** Records handed on in memory to the next stage of a chain (counted as outputs of this stage). */
+  forwarded = 0;
 
   constructor(
     private readonly serde: RecordSerde,
     private readonly target: RouteTarget,
     private readonly logger: Logger,
+    readonly byTopic = new Map<string, OutboundMessage[]>(),
   ) {}
+
+  get log(): Logger {
+    return this.logger;
+  }
 
   private push(topic: string, msg: OutboundMessage): void {
     const list = this.byTopic.get(topic);

@@ -11,7 +11,7 @@ import type { SchemaName } from '../serde/schemas.js';
 import { fetchMessageLimits } from './admin.js';
 import { AtLeastOnceCommitter, TransactionalCommitter, type Committer } from './committer.js';
 import { PartitionWindow, type CommitGroup, type CommitResult } from './partition-window.js';
-import { headersToStrings, messageLimit, routeBatch, type RawRecord, type RouteTarget, type RoutedBatch } from './route.js';
+import { headersToStrings, messageLimit, routeChain, type ChainLink, type RawRecord, type RouteTarget, type RoutedBatch } from './route.js';
 import { restoreTopic } from './restore.js';
 
 export interface StageRunnerOptions {
@@ -35,6 +35,11 @@ export interface StageRunnerOptions {
   circuitBreaker?: CircuitBreakerOptions;
   /** Writes outputs and offsets; built from `exactlyOnce` when absent. */
   committer?: Committer;
+  /**
+   * Stages chained after this one in memory (a sub-topology `a -> b -> c`): each gets what the one before emits
+   * on 'out', in the same chunk and transaction; each keeps its own rejects, dead letters, circuit and metrics.
+   */
+  followers?: readonly { processor: Processor<unknown, unknown>; target: RouteTarget; circuitBreaker?: CircuitBreakerOptions }[];
 }
 
 export const DEFAULT_CIRCUIT_BREAKER: CircuitBreakerOptions = { failureThreshold: 3, coolDownMs: 5_000, maxCoolDownMs: 60_000 };
@@ -69,7 +74,11 @@ export class StageRunner extends EventEmitter {
   private consumer: Consumer | undefined;
   private admin: Promise<Admin> | undefined;
   private readonly committer: Committer;
-  private readonly breaker: CircuitBreaker;
+  /** The head stage first, then its followers. */
+  private readonly links: ChainLink[];
+  private readonly processors: Processor<unknown, unknown>[];
+  /** Circuits open now, by stage: consumption pauses while any is. */
+  private readonly openCircuits = new Set<string>();
   private readonly abort = new AbortController();
   private readonly log: Logger;
   private stopping: Promise<void> | undefined;
@@ -93,8 +102,17 @@ export class StageRunner extends EventEmitter {
     this.committer =
       options.committer ??
       (options.exactlyOnce ? new TransactionalCommitter(options.kafka, options.groupId, this.log, { limitOf }) : new AtLeastOnceCommitter(options.kafka, { limitOf }));
-    this.breaker = new CircuitBreaker(options.circuitBreaker ?? DEFAULT_CIRCUIT_BREAKER);
-    this.breaker.on('state', (change: CircuitStateChange) => this.onCircuit(change));
+    const breaker = new CircuitBreaker(options.circuitBreaker ?? DEFAULT_CIRCUIT_BREAKER);
+    breaker.on('state', (change: CircuitStateChange) => this.onCircuit(options.target.name, change));
+    this.processors = [processor, ...(options.followers ?? []).map((f) => f.processor)];
+    this.links = [
+      { process: (records, ctx) => processor.process(records, ctx), target: options.target, breaker },
+      ...(options.followers ?? []).map((f): ChainLink => {
+        const breaker = new CircuitBreaker(f.circuitBreaker ?? DEFAULT_CIRCUIT_BREAKER);
+        breaker.on('state', (change: CircuitStateChange) => this.onCircuit(f.target.name, change));
+        return { process: (records, ctx) => f.processor.process(records, ctx), target: f.target, breaker };
+      }),
+    ];
     // Every request of every chunk listens on the stop signal: hundreds at once are expected, not a leak.
     setMaxListeners(0, this.abort.signal);
   }
@@ -122,9 +140,9 @@ export class StageRunner extends EventEmitter {
   async start(): Promise<void> {
     const { kafka, groupId, input, concurrency, sessionTimeoutMs, target } = this.options;
     // The broker's own size limits of every output topic: sends are split to fit, larger records dead-lettered.
-    const outputs = [...Object.values(target.ports), target.rejects, target.deadLetter];
+    const outputs = this.links.flatMap((l) => [...Object.values(l.target.ports), l.target.rejects, l.target.deadLetter]);
     this.limits = { ...target.messageLimits, ...(await fetchMessageLimits(await this.adminClient(), outputs)) };
-    target.messageLimits = this.limits;
+    for (const link of this.links) link.target.messageLimits = this.limits;
     const restorer: StateRestorer = {
       restore: (port, onRecord) => {
         const topic = target.ports[port];
@@ -134,6 +152,9 @@ export class StageRunner extends EventEmitter {
       },
     };
     await this.processor.init?.(this.context(this.log, this.abort.signal), restorer);
+    for (const f of this.options.followers ?? []) {
+      await f.processor.init?.(this.context(this.log.child({ stage: f.target.name }), this.abort.signal), restorer);
+    }
     const consumer = kafka.consumer({
       groupId,
       sessionTimeout: sessionTimeoutMs,
@@ -194,19 +215,24 @@ export class StageRunner extends EventEmitter {
     this.log.info({ assignment }, 'joined group');
   }
 
-  private onCircuit(change: CircuitStateChange): void {
+  private onCircuit(stage: string, change: CircuitStateChange): void {
     const topic = this.options.input;
+    const log = stage === this.options.target.name ? this.log : this.log.child({ stage });
     if (change.state === 'open') {
-      this.log.warn({ failures: change.failures, coolDownMs: change.coolDownMs }, 'circuit open: calls keep failing; consumption paused until a probe succeeds');
+      log.warn({ failures: change.failures, coolDownMs: change.coolDownMs }, 'circuit open: calls keep failing; consumption paused until a probe succeeds');
+      this.openCircuits.add(stage);
       this.consumer?.pause([{ topic }]);
     } else if (change.state === 'half-open') {
-      this.log.info('circuit half-open: one call probes');
+      log.info('circuit half-open: one call probes');
     } else {
-      this.log.info('circuit closed: consumption resumed');
-      this.consumer?.resume([{ topic }]);
-      if (this.backpressured.size > 0) this.consumer?.pause([{ topic, partitions: [...this.backpressured] }]);
+      this.openCircuits.delete(stage);
+      if (this.openCircuits.size === 0) {
+        log.info('circuit closed: consumption resumed');
+        this.consumer?.resume([{ topic }]);
+        if (this.backpressured.size > 0) this.consumer?.pause([{ topic, partitions: [...this.backpressured] }]);
+      }
     }
-    this.emit('circuit', change);
+    this.emit('circuit', { ...change, stage });
   }
 
   /** The group's committed offset of a partition (-1: none). */
@@ -256,7 +282,7 @@ export class StageRunner extends EventEmitter {
           this.consumer?.pause([{ topic: input, partitions: [partition] }]);
         } else {
           this.backpressured.delete(partition);
-          if (this.breaker.state === 'closed') this.consumer?.resume([{ topic: input, partitions: [partition] }]);
+          if (this.openCircuits.size === 0) this.consumer?.resume([{ topic: input, partitions: [partition] }]);
         }
       },
       seek: (offset) => this.consumer?.seek({ topic: input, partition, offset: offset.toString() }),
@@ -302,7 +328,7 @@ export class StageRunner extends EventEmitter {
     const ctx = this.context(log, stop);
     for (let attempt = 1; ; attempt++) {
       try {
-        return await routeBatch(raws, (records, c) => this.processor.process(records, c), this.options.serde, this.options.target, ctx, this.breaker);
+        return await routeChain(raws, this.links, this.options.serde, ctx);
       } catch (err) {
         if (stop.aborted) throw err;
         this.options.metrics.retries.inc({ stage: this.options.target.name });
@@ -357,8 +383,10 @@ export class StageRunner extends EventEmitter {
     const { metrics, target, input } = this.options;
     const now = process.hrtime.bigint();
     for (const chunk of group.chunks) {
-      metrics.record(target.name, chunk.counts);
-      metrics.batchSeconds.observe({ stage: target.name }, Number(now - chunk.startedAt) / 1e9);
+      for (const [stage, counts] of chunk.byStage ?? [[target.name, chunk.counts]]) {
+        metrics.record(stage, counts);
+        metrics.batchSeconds.observe({ stage }, Number(now - chunk.startedAt) / 1e9);
+      }
       const event: BatchCommittedEvent = { topic: input, partition, nextOffset: chunk.next.toString(), counts: chunk.counts };
       this.emit('committed', event);
     }
@@ -414,11 +442,11 @@ export class StageRunner extends EventEmitter {
       }
       this.abort.abort(new Error('stage stopping'));
       for (const w of windows) w.close('stage stopping');
-      this.breaker.dispose();
+      for (const link of this.links) link.breaker?.dispose();
       await this.consumer?.disconnect().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'consumer disconnect failed'));
       await this.admin?.then((a) => a.disconnect()).catch(() => undefined);
       await this.committer.close();
-      await this.processor.close?.();
+      for (const p of this.processors) await p.close?.();
       this.log.info('stage stopped');
     })();
     return this.stopping;

@@ -2,7 +2,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { InferenceError, RecordError } from '../../../src/core/errors.js';
 import { CircuitBreaker } from '../../../src/core/circuit-breaker.js';
-import { routeBatch, type RawRecord, type RouteTarget } from '../../../src/kafka/route.js';
+import { routeBatch, routeChain, type ProcessFn, type RawRecord, type RouteTarget } from '../../../src/kafka/route.js';
 import type { InputRecord, Outcome, StageContext } from '../../../src/processors/stage.js';
 import type { Instruction } from '../../../src/serde/records.generated.js';
 import { createSerde } from '../../../src/serde/serde.js';
@@ -156,5 +156,31 @@ describe('routeBatch size limits', () => {
     const dead = await decodeAll('dlq-topic', routed, 'magpie.DeadLetter');
     expect(dead[0]).toMatchObject({ code: 'OUTPUT_TOO_LARGE', source_offset: 1 });
     expect(dead[0]!.reason).toMatch(/over the 3000-byte limit \(max.message.bytes\) of topic out-topic/);
+  });
+});
+
+describe('routeChain', () => {
+  it('hands what a stage emits on out to the next in memory; rejects and dead letters stop a record at its stage', async () => {
+    const upper: ProcessFn<unknown, unknown> = async (b) =>
+      (b as InputRecord<Instruction>[]).map((r) => (r.value.uuid === 'u-1' ? { kind: 'reject', rule: 'first_rule', reason: 'stopped by the first stage' } : { kind: 'emit', records: [{ value: { ...r.value, instruction: r.value.instruction.toUpperCase() } }] }));
+    const seenBySecond: string[] = [];
+    const second: ProcessFn<unknown, unknown> = async (b) =>
+      (b as InputRecord<Instruction>[]).map((r) => {
+        seenBySecond.push(r.value.instruction);
+        return r.value.uuid === 'u-3' ? { kind: 'failed', error: new RecordError('SECOND_FAILED', 'the second stage cannot take u-3') } : { kind: 'emit', records: [{ value: r.value }] };
+      });
+    const first = { ...target, name: 'first', ports: { out: 'between' }, rejects: 'rejects-topic', deadLetter: 'dlq-topic' };
+    const routed = await routeChain(await raws(4), [{ process: upper, target: first }, { process: second, target: { ...target, name: 'second' } }], serde, ctx());
+    // Nothing is written to the topic between the two stages.
+    expect(routed.byTopic.has('between')).toBe(false);
+    expect(seenBySecond).toEqual(['QUESTION 0', 'QUESTION 2', 'QUESTION 3']);
+    expect((await decodeAll('out-topic', routed, 'magpie.Instruction')).map((r) => [r.uuid, r.instruction])).toEqual([['u-0', 'QUESTION 0'], ['u-2', 'QUESTION 2']]);
+    expect((await decodeAll('rejects-topic', routed, 'magpie.Rejected')).map((r) => [r.stage, r.rule, r.uuid])).toEqual([['first', 'first_rule', 'u-1']]);
+    expect((await decodeAll('dlq-topic', routed, 'magpie.DeadLetter')).map((d) => [d.stage, d.code, d.source_offset])).toEqual([['second', 'SECOND_FAILED', 3]]);
+    expect(Object.fromEntries(routed.byStage!)).toEqual({
+      first: { in: 4, out: 3, rejected: 1, deadLettered: 0 },
+      second: { in: 3, out: 2, rejected: 0, deadLettered: 1 },
+    });
+    expect(routed.counts).toEqual({ in: 4, out: 2, rejected: 1, deadLettered: 1 });
   });
 });
