@@ -6,7 +6,10 @@ import type { Embedder } from '../embedding/embedder.js';
 import { createEmbedder } from '../embedding/transformers.js';
 import type { InferenceBackend } from '../inference/backend.js';
 import { createBackend } from '../inference/factory.js';
+import { guardAccess } from '../kafka/access-guard.js';
+import { stagePrincipal, topologyAcls, type AclRule } from '../kafka/acls.js';
 import { ensureTopics } from '../kafka/admin.js';
+import type { AccessContext } from '../kafka/auth-errors.js';
 import { createKafka } from '../kafka/client.js';
 import type { RouteTarget } from '../kafka/route.js';
 import { SourceRunner } from '../kafka/source-runner.js';
@@ -109,6 +112,22 @@ export async function createTopologyTopics(kafka: Kafka, topology: Topology, log
 
 export type Runner = StageRunner | SourceRunner;
 
+/** What a refusal by the broker is explained against: the ACLs `magpie acls` generates for these stages. */
+export function accessContext(topology: Topology, component: string, stages: readonly ResolvedStage[]): AccessContext {
+  const { sasl, ssl } = topology.kafka;
+  let principal: string;
+  let rules: AclRule[];
+  try {
+    principal = stages.length === 1 ? stagePrincipal(topology, stages[0]!) : sasl ? `User:${sasl.username}` : 'User:ANONYMOUS';
+    rules = topologyAcls(topology, stages.map((s) => s.name)).flatMap((a) => a.rules);
+  } catch {
+    // No principal can be named (TLS client certificates without stage principals): explain without ACLs.
+    principal = sasl ? `User:${sasl.username}` : 'the client certificate\'s principal';
+    rules = [];
+  }
+  return { principal, component, rules, tls: Boolean(ssl), sasl: sasl && { mechanism: sasl.mechanism, username: sasl.username } };
+}
+
 export interface RunningTopology {
   readonly kafka: Kafka;
   readonly serde: RecordSerde;
@@ -133,12 +152,27 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   const selected = options.stages ? topology.stages.filter((s) => options.stages!.includes(s.name)) : topology.stages;
   const unknown = (options.stages ?? []).filter((n) => !topology.stages.some((s) => s.name === n));
   if (unknown.length) throw new ConfigError(`no stage named ${unknown.join(', ')} in ${topology.source} (have: ${topology.stages.map((s) => s.name).join(', ')})`);
-  const kafka = createKafka(topology.kafka, logger);
+  const client = createKafka(topology.kafka, logger);
+  const kafka = guardAccess(client, { context: accessContext(topology, 'magpie', selected), logger });
   if (options.createTopics !== false) await createTopologyTopics(kafka, topology, logger);
   const serde = await createSerde({ kafka, config: topology.serde, logger });
   const metrics = options.metrics ?? new StageMetrics();
   const resources = new Resources(topology, logger);
   const runners = new Map<string, Runner>();
+  // A refused stage stops (its uncommitted chunk is abandoned, so consumed again later) or keeps retrying.
+  const stageKafka = (stage: ResolvedStage): Kafka =>
+    guardAccess(client, {
+      context: accessContext(topology, `stage ${stage.name}`, [stage]),
+      logger,
+      onDenied: (err) => {
+        const runner = runners.get(stage.name);
+        if (topology.kafka.onAccessDenied === 'wait' || !runner || stopping.has(stage.name)) return;
+        stopping.add(stage.name);
+        runner.emit('fatal', err);
+        void runner.stop(0);
+      },
+    });
+  const stopping = new Set<string>();
   try {
     // A replaced processor does not use its stage's backends: they are not loaded for it.
     await resources.load(selected.filter((s) => !options.processorOverrides?.[s.name]));
@@ -149,14 +183,14 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
       const def = stage.definition;
       if (def.kind === 'source') {
         const runner = new SourceRunner(def.create(stage.config as never, deps), {
-          kafka, serde, logger, metrics, target, batchSize: stage.batchSize, exactlyOnce: stage.exactlyOnce, transactionalId: `${stage.groupId}-source`,
+          kafka: stageKafka(stage), serde, logger, metrics, target, batchSize: stage.batchSize, exactlyOnce: stage.exactlyOnce, transactionalId: `${stage.groupId}-source`,
         });
         runners.set(stage.name, runner);
         await runner.start();
       } else {
         const processor = options.processorOverrides?.[stage.name] ?? def.create(stage.config as never, deps);
         const runner = new StageRunner(processor, {
-          kafka, serde, logger, metrics, target, groupId: stage.groupId, input: stage.input!, batchSize: stage.batchSize,
+          kafka: stageKafka(stage), serde, logger, metrics, target, groupId: stage.groupId, input: stage.input!, batchSize: stage.batchSize,
           concurrency: stage.concurrency, exactlyOnce: stage.exactlyOnce, sessionTimeoutMs: stage.sessionTimeoutMs, portSchemas: target.portSchemas,
           circuitBreaker: stage.circuitBreaker,
         });
