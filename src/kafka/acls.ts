@@ -1,4 +1,4 @@
-import { AclOperationTypes, AclPermissionTypes, AclResourceTypes, ResourcePatternTypes, type AclEntry, type Kafka } from 'kafkajs';
+import kafkajs, { type AclEntry, type Kafka } from 'kafkajs';
 import { ConfigError } from '../core/errors.js';
 import type { ResolvedStage, Topology } from '../topology/load.js';
 import { READER_GROUP_PREFIX } from './read-topic.js';
@@ -27,13 +27,15 @@ export interface StageAcls {
 export const CLUSTER_RESOURCE = 'kafka-cluster';
 
 /**
- * A stage's principal: its own `principal` field, else the SASL user the topology connects as. With a
+ * A stage's principal: its own `principal` field, else the user the topology connects as. With a
  * principal per stage, each stage runs in a process connecting as that user.
  */
 export function stagePrincipal(topology: Topology, stage: ResolvedStage): string {
   const own = stage.config['principal'];
   if (typeof own === 'string') return own;
   if (topology.kafka.sasl) return `User:${topology.kafka.sasl.username}`;
+  // A plaintext connection without SASL is the broker's ANONYMOUS user; a TLS client certificate names its own.
+  if (!topology.kafka.ssl) return 'User:ANONYMOUS';
   throw new ConfigError(`${topology.source}: stage ${stage.name}: no principal: give the stage a principal (e.g. principal: User:${stage.name}) or kafka.sasl.username`);
 }
 
@@ -118,6 +120,9 @@ export function kafkaAclsCommand(rule: AclRule, bootstrap: string): string {
   const pattern = rule.patternType === 'PREFIXED' ? ' --resource-pattern-type prefixed' : '';
   return `kafka-acls.sh --bootstrap-server ${bootstrap} --command-config admin.properties --add --allow-principal '${rule.principal}' --operation ${op} ${resource}${pattern}`;
 }
+
+// kafkajs is CommonJS: its enums are not named exports Node can see.
+const { AclOperationTypes, AclPermissionTypes, AclResourceTypes, ResourcePatternTypes } = kafkajs;
 
 export function toAclEntry(rule: AclRule): AclEntry {
   return {

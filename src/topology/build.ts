@@ -107,6 +107,8 @@ export async function createTopologyTopics(kafka: Kafka, topology: Topology, log
     compacted: t.compacted,
     configs: topology.topics.configs,
   }));
+  // Created here too, so that stages whose principal may not create topics find it (ACLs: magpie acls).
+  if (!topology.serde.registry) specs.push({ name: topology.serde.schemaTopic, partitions: 1, replicationFactor: topology.topics.replicationFactor, compacted: true, configs: {} });
   return ensureTopics(kafka, specs, logger);
 }
 
