@@ -62,7 +62,9 @@ export class KafkaAccessError extends MagpieError {
     readonly missing: readonly AclRule[],
     cause: unknown,
   ) {
-    super(code, message, { cause, details: { missing: missing.map(describeRule) } });
+    // Retryable: a missing grant is never the record's fault, so no record is dead-lettered for it; whether the
+    // stage waits for the grant or stops is the caller's choice (kafka.onAccessDenied).
+    super(code, message, { cause, retryable: true, details: { missing: missing.map(describeRule) } });
   }
 }
 

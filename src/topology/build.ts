@@ -9,7 +9,7 @@ import { createBackend } from '../inference/factory.js';
 import { guardAccess } from '../kafka/access-guard.js';
 import { stagePrincipal, topologyAcls, type AclRule } from '../kafka/acls.js';
 import { ensureTopics } from '../kafka/admin.js';
-import type { AccessContext } from '../kafka/auth-errors.js';
+import type { AccessContext, KafkaAccessError } from '../kafka/auth-errors.js';
 import { createKafka } from '../kafka/client.js';
 import type { RouteTarget } from '../kafka/route.js';
 import { SourceRunner } from '../kafka/source-runner.js';
@@ -155,26 +155,27 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   const unknown = (options.stages ?? []).filter((n) => !topology.stages.some((s) => s.name === n));
   if (unknown.length) throw new ConfigError(`no stage named ${unknown.join(', ')} in ${topology.source} (have: ${topology.stages.map((s) => s.name).join(', ')})`);
   const client = createKafka(topology.kafka, logger);
-  const kafka = guardAccess(client, { context: accessContext(topology, 'magpie', selected), logger });
+  const runners = new Map<string, Runner>();
+  const stopping = new Set<string>();
+  // A refused stage stops (its uncommitted chunk is abandoned, so consumed again later) or keeps retrying.
+  const deny = (names: readonly string[]) => (err: KafkaAccessError) => {
+    if (topology.kafka.onAccessDenied === 'wait') return;
+    for (const name of names) {
+      const runner = runners.get(name);
+      if (!runner || stopping.has(name)) continue;
+      stopping.add(name);
+      runner.emit('fatal', err);
+      void runner.stop(0);
+    }
+  };
+  // The schema store's refusals concern every stage of this process.
+  const kafka = guardAccess(client, { context: accessContext(topology, 'magpie', selected), logger, onDenied: deny(selected.map((s) => s.name)) });
   if (options.createTopics !== false) await createTopologyTopics(kafka, topology, logger);
   const serde = await createSerde({ kafka, config: topology.serde, logger });
   const metrics = options.metrics ?? new StageMetrics();
   const resources = new Resources(topology, logger);
-  const runners = new Map<string, Runner>();
-  // A refused stage stops (its uncommitted chunk is abandoned, so consumed again later) or keeps retrying.
   const stageKafka = (stage: ResolvedStage): Kafka =>
-    guardAccess(client, {
-      context: accessContext(topology, `stage ${stage.name}`, [stage]),
-      logger,
-      onDenied: (err) => {
-        const runner = runners.get(stage.name);
-        if (topology.kafka.onAccessDenied === 'wait' || !runner || stopping.has(stage.name)) return;
-        stopping.add(stage.name);
-        runner.emit('fatal', err);
-        void runner.stop(0);
-      },
-    });
-  const stopping = new Set<string>();
+    guardAccess(client, { context: accessContext(topology, `stage ${stage.name}`, [stage]), logger, onDenied: deny([stage.name]) });
   try {
     // A replaced processor does not use its stage's backends: they are not loaded for it.
     await resources.load(selected.filter((s) => !options.processorOverrides?.[s.name]));
