@@ -42,7 +42,7 @@ export function guardAccess(kafka: Kafka, options: AccessGuardOptions): Kafka {
   };
 
   type Wrapped = Record<string | symbol, unknown>;
-  const wrap = <T extends object>(target: T, operation: FailedCall['operation'], own: readonly string[]): T =>
+  const wrap = <T extends object>(target: T, operation: FailedCall['operation'], own: readonly string[], coordinator?: FailedCall['coordinator']): T =>
     new Proxy(target, {
       get(t, prop) {
         const value = Reflect.get(t, prop, t) as unknown;
@@ -52,15 +52,17 @@ export function guardAccess(kafka: Kafka, options: AccessGuardOptions): Kafka {
           // A consumer reports its crash (e.g. refused by the group) through CRASH: explain it there too.
           return (event: string, listener: (e: { payload: { error: unknown } }) => void) =>
             fn.call(t, event, event === (t as Wrapped & { events?: { CRASH?: string } }).events?.CRASH
-              ? (e: { payload: { error: unknown } }) => void translate(e.payload.error, { operation: 'READ', names: own }).then((error) => listener({ ...e, payload: { ...e.payload, error } }))
+              ? (e: { payload: { error: unknown } }) => void translate(e.payload.error, { operation: 'READ', names: own, coordinator }).then((error) => listener({ ...e, payload: { ...e.payload, error } }))
               : listener);
         }
         return (...args: unknown[]) => {
           const result = fn.apply(t, args);
           if (!(result instanceof Promise)) return result;
-          const call: FailedCall = { operation: prop === 'sendOffsets' ? 'READ' : operation, names: [...own, ...namesIn(args)] };
+          // Offsets (sendOffsets, an admin's fetchOffsets) go to the group's coordinator.
+          const needs = prop === 'sendOffsets' || typeof (args[0] as { groupId?: unknown } | undefined)?.groupId === 'string' ? 'GROUP' : coordinator;
+          const call: FailedCall = { operation: prop === 'sendOffsets' ? 'READ' : operation, names: [...own, ...namesIn(args)], ...(needs ? { coordinator: needs } : {}) };
           return result.then(
-            (v: unknown) => (prop === 'transaction' && v && typeof v === 'object' ? wrap(v, operation, own) : v),
+            (v: unknown) => (prop === 'transaction' && v && typeof v === 'object' ? wrap(v, operation, own, coordinator) : v),
             async (err: unknown) => {
               throw await translate(err, call);
             },
@@ -71,11 +73,14 @@ export function guardAccess(kafka: Kafka, options: AccessGuardOptions): Kafka {
 
   return new Proxy(kafka, {
     get(t, prop) {
-      if (prop === 'producer') return (config?: { transactionalId?: string }) => wrap(t.producer(config), 'WRITE', config?.transactionalId ? [config.transactionalId] : []);
+      if (prop === 'producer') {
+        return (config?: { transactionalId?: string }) =>
+          config?.transactionalId ? wrap(t.producer(config), 'WRITE', [config.transactionalId], 'TRANSACTIONAL_ID') : wrap(t.producer(config), 'WRITE', []);
+      }
       if (prop === 'consumer') {
         return (config: { groupId: string }) => {
           const consumer = t.consumer(config as Parameters<Kafka['consumer']>[0]);
-          return wrap(consumer, 'READ', [config.groupId]);
+          return wrap(consumer, 'READ', [config.groupId], 'GROUP');
         };
       }
       if (prop === 'admin') return (config?: Parameters<Kafka['admin']>[0]) => wrap(t.admin(config), undefined, []);

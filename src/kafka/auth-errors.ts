@@ -85,6 +85,18 @@ export interface AccessContext {
 export interface FailedCall {
   readonly operation?: 'READ' | 'WRITE';
   readonly names?: readonly string[];
+  /**
+   * The coordinator the call needed: a transactional producer's or a consumer group's. kafkajs reports a
+   * coordinator lookup the broker refused (no grant on the transactional id or group) only as "failed to
+   * find group coordinator", the reason being in its log alone.
+   */
+  readonly coordinator?: 'TRANSACTIONAL_ID' | 'GROUP';
+}
+
+function coordinatorRefused(err: unknown, call: FailedCall): AccessFailure | undefined {
+  if (!call.coordinator) return undefined;
+  for (const e of chain(err)) if (e['name'] === 'KafkaJSGroupCoordinatorNotFound') return { kind: 'not-authorized', resourceType: call.coordinator };
+  return undefined;
 }
 
 function matches(rule: AclRule, name: string): boolean {
@@ -129,7 +141,7 @@ async function missingRules(failure: Extract<AccessFailure, { kind: 'not-authori
  */
 export async function explainAccessFailure(err: unknown, ctx: AccessContext, call: FailedCall = {}, probe?: Kafka): Promise<KafkaAccessError | undefined> {
   if (err instanceof KafkaAccessError) return err;
-  const failure = classifyAccessFailure(err);
+  const failure = classifyAccessFailure(err) ?? coordinatorRefused(err, call);
   if (!failure) return undefined;
   const who = `${ctx.component} (${ctx.principal})`;
   switch (failure.kind) {

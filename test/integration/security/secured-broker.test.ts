@@ -164,7 +164,12 @@ describe('secured broker: TLS + SCRAM with generated least-privilege ACLs', () =
       try {
         run = await runStage('responses', prefix, { MAGPIE_ON_ACCESS_DENIED: removal.mode });
         const runner = run.runners.get('responses')!;
-        if (removal.mode === 'stop') failure = await new Promise((resolve) => runner.once('fatal', resolve));
+        if (removal.mode === 'stop') {
+          failure = await new Promise((resolve, reject) => {
+            const timer = setTimeout(() => reject(new Error(`the stage did not stop within 120 s; log:\n${lines.slice(from).join('')}`)), 120_000);
+            runner.once('fatal', (err: unknown) => (clearTimeout(timer), resolve(err)));
+          });
+        }
       } catch (err) {
         failure = err;
       }
