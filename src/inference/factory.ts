@@ -1,9 +1,9 @@
-import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { ConfigError, errorMessage } from '../core/errors.js';
+import { ConfigError } from '../core/errors.js';
 import { registerSecret, type Logger } from '../core/logger.js';
+import { readSecretFile } from '../core/secrets.js';
 import type { InferenceBackend } from './backend.js';
 import { OpenAIBackend, type OpenAIServer } from './openai.js';
 import { TEMPLATE_FAMILIES } from './templates.js';
@@ -80,16 +80,8 @@ export function defaultGgufPath(env: NodeJS.ProcessEnv = process.env): string {
   return join(cache, 'models', 'smollm2-135m-instruct', 'SmolLM2-135M-Instruct.Q4_1.gguf');
 }
 
-function resolveApiKey(name: string, config: z.output<typeof openaiConfigSchema>, env: NodeJS.ProcessEnv): string | undefined {
-  if (config.apiKeyFile !== undefined) {
-    try {
-      const key = readFileSync(config.apiKeyFile, 'utf8').trim();
-      if (key) return key;
-    } catch (err) {
-      throw new ConfigError(`backends.${name}.apiKeyFile: cannot read ${config.apiKeyFile} (${errorMessage(err)})`, { field: `backends.${name}.apiKeyFile` });
-    }
-    throw new ConfigError(`backends.${name}.apiKeyFile: ${config.apiKeyFile} is empty`, { field: `backends.${name}.apiKeyFile` });
-  }
+function resolveApiKey(name: string, config: z.output<typeof openaiConfigSchema>, env: NodeJS.ProcessEnv, logger: Logger): string | undefined {
+  if (config.apiKeyFile !== undefined) return readSecretFile(config.apiKeyFile, `backends.${name}.apiKeyFile`, logger);
   return env[config.apiKeyEnv]?.trim() || undefined;
 }
 
@@ -99,7 +91,7 @@ const DEFAULT_SERVER_BATCH: Record<OpenAIServer, number> = { vllm: 256, sglang: 
 /** Builds (and, for llama.cpp, loads) the backend a validated config describes. */
 export async function createBackend(name: string, config: BackendConfig, logger: Logger, env: NodeJS.ProcessEnv = process.env): Promise<InferenceBackend> {
   if (config.type === 'openai') {
-    const apiKey = resolveApiKey(name, config, env);
+    const apiKey = resolveApiKey(name, config, env, logger);
     registerSecret(apiKey);
     return new OpenAIBackend({
       name,

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Kafka, logLevel, type KafkaConfig as KafkaJsConfig, type Producer, type ProducerConfig, type SASLOptions } from 'kafkajs';
 import { ConfigError } from '../core/errors.js';
 import { registerSecret, type Logger } from '../core/logger.js';
+import { readSecretFile } from '../core/secrets.js';
 import type { KafkaConfig } from '../topology/schema.js';
 
 // kafkajs logs at ERROR what it then retries (leader moves, concurrent transactions); the runner logs real failures.
@@ -12,19 +13,13 @@ const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [logLevel.DEBUG]: 'debug',
 };
 
-function readSecret(envName: string | undefined, file: string | undefined, field: string): string {
+function readSecret(envName: string | undefined, file: string | undefined, field: string, logger: Logger): string {
   if (envName) {
     const value = process.env[envName];
     if (value) return value;
     if (!file) throw new ConfigError(`${field}: environment variable ${envName} is not set`);
   }
-  if (file) {
-    try {
-      return readFileSync(file, 'utf8').trim();
-    } catch (err) {
-      throw new ConfigError(`${field}: cannot read secrets file ${file}: ${(err as Error).message}`);
-    }
-  }
+  if (file) return readSecretFile(file, field, logger);
   throw new ConfigError(`${field}: no secret source given`);
 }
 
@@ -74,7 +69,7 @@ export function createKafka(config: KafkaConfig, logger: Logger): Kafka {
         };
   }
   if (config.sasl) {
-    const password = readSecret(config.sasl.passwordEnv, config.sasl.passwordFile, 'kafka.sasl');
+    const password = readSecret(config.sasl.passwordEnv, config.sasl.passwordFile, 'kafka.sasl', logger);
     registerSecret(password);
     options.sasl = { mechanism: config.sasl.mechanism, username: config.sasl.username, password } as SASLOptions;
   }

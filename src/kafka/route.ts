@@ -1,6 +1,6 @@
 import type { CircuitBreaker } from '../core/circuit-breaker.js';
 import { errorCode, errorMessage, isRetryable, MagpieError } from '../core/errors.js';
-import type { Logger } from '../core/logger.js';
+import { scrubRegistered, type Logger } from '../core/logger.js';
 import { backoffDelay, sleep } from '../core/retry.js';
 import type { RecordSerde } from '../serde/serde.js';
 import type { SchemaName } from '../serde/schemas.js';
@@ -228,7 +228,8 @@ export async function rejectMessage(serde: RecordSerde, target: Pick<RouteTarget
   const value = {
     stage: target.name,
     rule: outcome.rule,
-    reason: outcome.reason,
+    // Reasons quote errors, and an error may quote a credential (a server echoing the API key).
+    reason: scrubRegistered(outcome.reason),
     uuid: uuidOf(record) ?? null,
     record_json: safeJson(record),
     source_topic: raw?.topic ?? null,
@@ -247,7 +248,7 @@ export async function deadLetterMessage(serde: RecordSerde, target: Pick<RouteTa
   const value = {
     stage: target.name,
     code,
-    reason: cut ? `${reason} (original cut from ${raw.value!.length} to ${room} bytes)` : reason,
+    reason: scrubRegistered(cut ? `${reason} (original cut from ${raw.value!.length} to ${room} bytes)` : reason),
     source_topic: raw.topic,
     source_partition: raw.partition,
     source_offset: Number(raw.offset),

@@ -25,6 +25,11 @@ export const kafkaConfigSchema = z
       .optional(),
     connectionTimeoutMs: z.number().int().positive().default(10_000),
     requestTimeoutMs: z.number().int().positive().default(30_000),
+    /**
+     * When the broker refuses a stage (a missing ACL): `stop` the stage (the process exits non-zero), or
+     * `wait`, retrying until the ACL is granted (default stop). Either way nothing uncommitted is lost or written twice.
+     */
+    onAccessDenied: z.enum(['stop', 'wait']).optional(),
   })
   .strict();
 
@@ -109,6 +114,8 @@ export const commonStageFields = {
     .strict()
     .default({ failureThreshold: 3, coolDownMs: 5_000, maxCoolDownMs: 60_000 }),
   sessionTimeoutMs: z.number().int().min(6_000).default(45_000),
+  /** Kafka principal the stage connects as (e.g. User:respond), for `magpie acls`; default User:<kafka.sasl.username>. */
+  principal: z.string().regex(/^[A-Za-z]+:.+$/, 'a Kafka principal such as User:respond').optional(),
 };
 
 export const stageBaseSchema = z.object(commonStageFields).loose();
