@@ -4,7 +4,7 @@ import type { ResolvedStage, Topology } from '../topology/load.js';
 import { READER_GROUP_PREFIX } from './read-topic.js';
 
 export type AclResourceType = 'TOPIC' | 'GROUP' | 'TRANSACTIONAL_ID' | 'CLUSTER';
-export type AclOperation = 'READ' | 'WRITE' | 'DELETE' | 'IDEMPOTENT_WRITE';
+export type AclOperation = 'READ' | 'WRITE' | 'DELETE' | 'IDEMPOTENT_WRITE' | 'DESCRIBE_CONFIGS';
 export type AclPatternType = 'LITERAL' | 'PREFIXED';
 
 /** One ALLOW ACL a stage's principal needs, and why. */
@@ -69,11 +69,15 @@ export function topologyAcls(topology: Topology, stageNames?: readonly string[])
     }
     for (const [port, topic] of Object.entries(stage.ports)) {
       add('WRITE', 'TOPIC', topic, port === 'out' ? 'output topic' : `${port} topic`);
+      // The runner reads each written topic's max.message.bytes, to split its sends to fit.
+      add('DESCRIBE_CONFIGS', 'TOPIC', topic, `${port === 'out' ? 'output' : port} topic's size limit`);
       // A stage's state port is read back from the beginning when the stage starts.
       if (stage.definition.extraPorts?.[port]?.compacted) add('READ', 'TOPIC', topic, `${port} topic (state restore)`);
     }
     add('WRITE', 'TOPIC', stage.rejects, 'rejects topic');
+    add('DESCRIBE_CONFIGS', 'TOPIC', stage.rejects, "rejects topic's size limit");
     add('WRITE', 'TOPIC', stage.deadLetter, 'dead-letter topic');
+    if (stage.input !== undefined) add('DESCRIBE_CONFIGS', 'TOPIC', stage.deadLetter, "dead-letter topic's size limit");
     if (stage.exactlyOnce) {
       add('WRITE', 'TRANSACTIONAL_ID', transactionalIdPrefix(stage), 'transactional producers', 'PREFIXED');
     } else {
@@ -114,7 +118,7 @@ export function describeRule(rule: Pick<AclRule, 'principal' | 'operation' | 're
 
 /** The rule as a kafka-acls.sh command, for clusters administered with the Kafka tools. */
 export function kafkaAclsCommand(rule: AclRule, bootstrap: string): string {
-  const op = rule.operation === 'IDEMPOTENT_WRITE' ? 'IdempotentWrite' : rule.operation[0] + rule.operation.slice(1).toLowerCase();
+  const op = rule.operation.split('_').map((w) => w[0] + w.slice(1).toLowerCase()).join('');
   const resource =
     rule.resourceType === 'CLUSTER' ? '--cluster' : `--${rule.resourceType === 'TRANSACTIONAL_ID' ? 'transactional-id' : rule.resourceType.toLowerCase()} '${rule.resourceName}'`;
   const pattern = rule.patternType === 'PREFIXED' ? ' --resource-pattern-type prefixed' : '';
