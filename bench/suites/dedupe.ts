@@ -52,7 +52,7 @@ export const dedupeSuite: Suite = {
     let t = performance.now();
     const streamDuplicate = new Uint8Array(count);
     for (let start = 0; start < count; start += BATCH) {
-      const outcomes = await stage.process(records.slice(start, start + BATCH));
+      const outcomes = await stage.process(records.slice(start, start + BATCH), stageCtx);
       outcomes.forEach((o, j) => {
         if (o.kind === 'emit' && (o.records[0]!.value as Conversation).is_duplicate) streamDuplicate[start + j] = 1;
       });

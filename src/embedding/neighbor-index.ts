@@ -1,6 +1,10 @@
 import { Index, MetricKind, ScalarKind } from 'usearch';
 import { z } from 'zod';
 
+/** How vectors are stored in the index: f16 halves the memory of f32, i8 quarters it, at some recall. */
+export const QUANTIZATIONS = { f32: ScalarKind.F32, f16: ScalarKind.F16, i8: ScalarKind.I8 } as const;
+export type Quantization = keyof typeof QUANTIZATIONS;
+
 /**
  * HNSW settings. The defaults give exact top-k on every test set we measured (3,000-5,000 random unit
  * vectors of 64 and 384 dimensions, incremental inserts, the worst case for HNSW), where the library's own
@@ -14,10 +18,12 @@ export const neighborIndexConfigSchema = z
     expansionAdd: z.number().int().min(8).max(4096).default(128),
     /** Candidate list while searching (ef): raise it to trade speed for recall. */
     expansionSearch: z.number().int().min(8).max(4096).default(256),
+    /** Vector storage: f32 (exact distances), f16 or i8 (smaller, for large indexes; recall in bench/). */
+    quantization: z.enum(Object.keys(QUANTIZATIONS) as [Quantization, ...Quantization[]]).default('f32'),
   })
   .strict();
 export type NeighborIndexConfig = z.infer<typeof neighborIndexConfigSchema>;
-export const DEFAULT_NEIGHBOR_INDEX: NeighborIndexConfig = { connectivity: 32, expansionAdd: 128, expansionSearch: 256 };
+export const DEFAULT_NEIGHBOR_INDEX: NeighborIndexConfig = { connectivity: 32, expansionAdd: 128, expansionSearch: 256, quantization: 'f32' };
 
 export interface Neighbor {
   /** Insertion number of the neighbour (0-based). */
@@ -27,8 +33,8 @@ export interface Neighbor {
 }
 
 /**
- * Approximate nearest neighbours by cosine distance over float32 vectors (usearch HNSW). Vectors are
- * keyed by their insertion number, so replaying the same inserts in the same order rebuilds the same graph.
+ * Approximate nearest neighbours by cosine distance (usearch HNSW). Vectors are keyed by their insertion
+ * number. Every call is synchronous: callers that share the event loop run it in a worker (IndexWorker).
  */
 export class NeighborIndex {
   private readonly index: Index;
@@ -36,17 +42,26 @@ export class NeighborIndex {
 
   constructor(
     readonly dimensions: number,
-    config: NeighborIndexConfig = DEFAULT_NEIGHBOR_INDEX,
+    readonly config: NeighborIndexConfig = DEFAULT_NEIGHBOR_INDEX,
   ) {
     this.index = new Index({
       dimensions,
       metric: MetricKind.Cos,
-      quantization: ScalarKind.F32,
+      quantization: QUANTIZATIONS[config.quantization],
       connectivity: config.connectivity,
       expansion_add: config.expansionAdd,
       expansion_search: config.expansionSearch,
       multi: false,
     });
+  }
+
+  /** An index saved by `save`, with the settings it was built with (usearch keeps only the graph's). */
+  static load(path: string, dimensions: number, config: NeighborIndexConfig): NeighborIndex {
+    const loaded = new NeighborIndex(dimensions, config);
+    loaded.index.load(path);
+    if (loaded.index.dimensions() !== dimensions) throw new Error(`${path} holds ${loaded.index.dimensions()}-dimensional vectors, expected ${dimensions}`);
+    loaded.count = loaded.index.size();
+    return loaded;
   }
 
   get size(): number {
@@ -62,13 +77,24 @@ export class NeighborIndex {
     return seq;
   }
 
-  /** Up to `k` nearest vectors, nearest first. */
+  /** Adds `vectors.length / dimensions` vectors (row after row) as numbers size, size+1, … on `threads` threads (0: all cores). */
+  addMany(vectors: Float32Array, threads = 0): void {
+    const n = vectors.length / this.dimensions;
+    if (n === 0) return;
+    const keys = new BigUint64Array(n);
+    for (let i = 0; i < n; i++) keys[i] = BigInt(this.count + i);
+    this.index.add(keys, vectors, threads);
+    this.count += n;
+  }
+
+  /** Up to `k` nearest vectors, nearest first; equally near ones in insertion order. */
   search(vector: Float32Array, k: number): Neighbor[] {
     if (this.count === 0 || k <= 0) return [];
     const matches = this.index.search(vector, Math.min(k, this.count), 1);
     const out: Neighbor[] = [];
     for (let i = 0; i < matches.keys.length; i++) out.push({ seq: Number(matches.keys[i]), distance: matches.distances[i]! });
-    return out;
+    // Ties (exact copies) come back in graph order, which a rebuilt graph need not share: insertion order does.
+    return out.sort((a, b) => a.distance - b.distance || a.seq - b.seq);
   }
 
   /**
@@ -83,5 +109,10 @@ export class NeighborIndex {
         return { nearest: found[0], within };
       }
     }
+  }
+
+  /** Writes the index in usearch's own format. */
+  save(path: string): void {
+    this.index.save(path);
   }
 }

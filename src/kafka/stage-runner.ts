@@ -57,7 +57,8 @@ export interface BatchCommittedEvent {
  *
  * Exactly-once across owners (kafkajs has no KIP-447): before the first chunk of a partition after each
  * assignment, the runner starts a new transactional producer for it (fencing any previous owner, a zombie
- * included, and completing its open transaction) and only then reads the group's committed offset; records
+ * included, and completing its open transaction), lets the processor catch its state up (onAssigned), and
+ * only then reads the group's committed offset; records
  * below it, already committed by the previous owner after kafkajs fetched, are skipped.
  */
 export class StageRunner extends EventEmitter {
@@ -99,17 +100,24 @@ export class StageRunner extends EventEmitter {
     return this.options.input;
   }
 
+  /** Reads the stage's changelog ports, for init and for catching up after each fence. */
+  private readonly restorer: StateRestorer = {
+    topicOf: (port) => {
+      const topic = this.options.target.ports[port];
+      if (!topic) throw new Error(`stage ${this.options.target.name} has no port '${port}'`);
+      return topic;
+    },
+    restore: async (port, onRecord, from) => {
+      const topic = this.options.target.ports[port];
+      const schema = this.options.portSchemas[port];
+      if (!topic || !schema) throw new Error(`stage ${this.options.target.name} has no port '${port}' to restore from`);
+      return restoreTopic(this.options.kafka, this.options.serde, topic, schema, onRecord, this.log, from);
+    },
+  };
+
   async start(): Promise<void> {
     const { kafka, groupId, input, concurrency, sessionTimeoutMs } = this.options;
-    const restorer: StateRestorer = {
-      restore: (port, onRecord) => {
-        const topic = this.options.target.ports[port];
-        const schema = this.options.portSchemas[port];
-        if (!topic || !schema) throw new Error(`stage ${this.options.target.name} has no port '${port}' to restore from`);
-        return restoreTopic(kafka, this.options.serde, topic, schema, onRecord, this.log);
-      },
-    };
-    await this.processor.init?.(this.context(this.log, async () => undefined), restorer);
+    await this.processor.init?.(this.context(this.log, async () => undefined), this.restorer);
     const consumer = kafka.consumer({
       groupId,
       sessionTimeout: sessionTimeoutMs,
@@ -168,8 +176,10 @@ export class StageRunner extends EventEmitter {
    * Fences any previous owner of the partition (a new transactional producer for it), then reads the group's
    * committed offset: records below it were committed by that owner and must not be processed again.
    */
-  private async fenceIn(topic: string, partition: number): Promise<bigint> {
+  private async fenceIn(topic: string, partition: number, ctx: StageContext): Promise<bigint> {
     await this.committer.fence(topic, partition);
+    // State catches up only now: nothing the previous owner commits can be missed any more.
+    await this.processor.onAssigned?.(partition, this.restorer, ctx);
     this.admin ??= (async () => {
       const admin = this.options.kafka.admin();
       await admin.connect();
@@ -200,7 +210,7 @@ export class StageRunner extends EventEmitter {
     if (this.options.exactlyOnce) {
       const committed =
         this.fencedIn.get(batch.partition) ??
-        (await this.fenceIn(batch.topic, batch.partition).catch((err: unknown) => {
+        (await this.fenceIn(batch.topic, batch.partition, this.context(log, () => payload.heartbeat())).catch((err: unknown) => {
           log.warn({ err: errorMessage(err) }, 'cannot take over the partition yet; retrying');
           throw retriable(err);
         }));
