@@ -58,6 +58,7 @@ export const dedupeSuite: Suite = {
       });
     }
     const streamRate = (count * 1000) / (performance.now() - t);
+    await stage.close();
 
     // Batch job: every vector against all others at once, exact, all cores (Magpie's offline pass). A record is a
     // duplicate when an earlier record lies within the threshold, the stage's rule, so the two can be compared.

@@ -44,6 +44,9 @@ export interface Snapshot {
   anchor: ChangelogAnchor;
 }
 
+/** A snapshot file still being written after this long was left by a crash. */
+const UNFINISHED_AFTER_MS = 15 * 60_000;
+
 async function sha256(file: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 })) hash.update(chunk as Buffer);
@@ -104,11 +107,14 @@ export class IndexSnapshots {
     return names.filter((n) => n.endsWith('.json')).sort().reverse();
   }
 
-  /** Keeps the newest `keep` snapshots, and removes files of snapshots never finished. */
+  /** Keeps the newest `keep` snapshots, and removes files of snapshots a crash left unfinished. */
   private async prune(): Promise<void> {
     const keepBases = new Set((await this.manifests()).slice(0, this.keep).map((n) => n.slice(0, -'.json'.length)));
     for (const name of await readdir(this.dir)) {
-      if (!keepBases.has(name.replace(/\.(json|usearch|uuids)(\.tmp)?$/, ''))) await rm(path.join(this.dir, name), { force: true });
+      const file = path.join(this.dir, name);
+      // Another instance on this machine may be writing one right now.
+      if (name.endsWith('.tmp') && Date.now() - (await stat(file).catch(() => ({ mtimeMs: Date.now() }))).mtimeMs < UNFINISHED_AFTER_MS) continue;
+      if (!keepBases.has(name.replace(/\.(json|usearch|uuids)(\.tmp)?$/, ''))) await rm(file, { force: true });
     }
   }
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ConfigError } from '../core/errors.js';
+import { ConfigError, errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { IndexSnapshots, type ChangelogAnchor } from '../embedding/index-snapshot.js';
 import { neighborIndexConfigSchema, DEFAULT_NEIGHBOR_INDEX } from '../embedding/neighbor-index.js';
@@ -221,8 +221,9 @@ export class NearDuplicateFilter implements Processor<Conversation, Conversation
       this.snapshotAt = this.uuids.length + Math.ceil(this.config.snapshots.every / 10);
       return;
     }
-    await this.snapshots!.save(this.index, this.uuids, this.anchor);
     this.snapshotAt = this.uuids.length + this.config.snapshots.every;
+    // A snapshot only speeds restores up: failing to write one (disk full) must not stop the stage.
+    await this.snapshots!.save(this.index, this.uuids, this.anchor).catch((err: unknown) => logger.warn({ dir: this.snapshots!.dir, err: errorMessage(err) }, 'index snapshot not saved'));
   }
 
   async process(batch: InputRecord<Conversation>[], ctx: StageContext): Promise<Outcome<Conversation | IndexEntry>[]> {

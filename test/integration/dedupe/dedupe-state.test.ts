@@ -29,23 +29,20 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-const SEEDS = [
-  'How do I reverse a linked list in Python?',
-  'Write a short poem about the ocean at night.',
-  'What are the health benefits of green tea?',
-  'Explain the difference between TCP and UDP.',
-  'Give me a recipe for vegetarian lasagna.',
-  'Who painted the Mona Lisa?',
-  'How can I improve my sleep quality?',
-  'Summarize the causes of the French Revolution.',
+const TOPICS = [
+  'reversing a linked list in Python', 'the ocean at night', 'the health benefits of green tea', 'TCP versus UDP',
+  'vegetarian lasagna', 'the Mona Lisa', 'improving sleep quality', 'the causes of the French Revolution',
+  'black holes', 'sourdough bread', 'filing tax returns', 'chess openings', 'SQL joins', 'marathon training',
+  'French verb conjugation', 'photosynthesis', 'the stock market', 'learning the guitar', 'climate change', 'Roman history',
 ];
-const VARIANTS = ['', ' Please explain briefly.', ' Answer for a beginner.', ' (asked again)', ' I need this for school.'];
+const ASKS = ['Explain', 'Write a short poem about', 'Give me three tips on', 'What is the history of', 'Summarize'];
+const VARIANTS = ['', ' please', ' for a beginner', ' briefly', ' in detail'];
 
-/** Instructions with exact repeats, light rewordings and distinct questions, in a fixed order. */
+/** 100 distinct instructions, then 300 repeats of them, exact or lightly reworded, in a fixed order. */
 function conversations(): Conversation[] {
   return Array.from({ length: N }, (_, i) => {
-    const seed = SEEDS[(i * 7) % SEEDS.length]!;
-    const text = i % 5 === 0 ? seed : `${seed}${VARIANTS[i % VARIANTS.length]} #${i % 37}`;
+    const j = i < 100 ? i : (i * 37) % 100;
+    const text = `${ASKS[Math.floor(j / TOPICS.length)]} ${TOPICS[j % TOPICS.length]}${i < 100 ? '' : VARIANTS[i % VARIANTS.length]}.`;
     return makeConversation(i, text);
   });
 }
@@ -69,7 +66,7 @@ async function prepare(name: string) {
   const expected = (await readAll<Conversation>(kafka, serde, `${prefix}deduped-ref`, 'magpie.Conversation')).map(decisionOf);
   expect(expected).toHaveLength(N);
   expect(expected.filter((d) => d.is_duplicate).length).toBeGreaterThan(N / 4);
-  expect(expected.filter((d) => !d.is_duplicate).length).toBeGreaterThan(SEEDS.length);
+  expect(expected.filter((d) => !d.is_duplicate).length).toBeGreaterThan(TOPICS.length);
   const tail = await new SinkTail(kafka, `${prefix}deduped`).start();
   cleanups.push(() => tail.stop());
   const spawn = (label: string) => {
