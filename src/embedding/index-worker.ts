@@ -8,24 +8,18 @@ import type { IndexRequest, IndexResponse, Decisions } from './off-thread-index.
 
 let index: NeighborIndex | undefined;
 
-function decide(vectors: Float32Array, dimensions: number, add: Uint8Array, threshold: number, k: number): Decisions {
+function decide(vectors: Float32Array, add: Uint8Array, threshold: number, k: number): Decisions {
+  if (!index) throw new Error('no index: create or load one first');
   const n = add.length;
   const out: Decisions = { nearest: new Int32Array(n).fill(-1), distance: new Float32Array(n), within: new Int32Array(n), seq: new Int32Array(n).fill(-1) };
-  for (let i = 0; i < n; i++) {
-    const vector = vectors.subarray(i * dimensions, (i + 1) * dimensions);
-    if (index) {
-      const { nearest, within } = index.nearestWithin(vector, threshold, k);
-      if (nearest) {
-        out.nearest[i] = nearest.seq;
-        out.distance[i] = nearest.distance;
-      }
-      out.within[i] = within;
+  index.decideInOrder(vectors, add, threshold, k).forEach((d, i) => {
+    if (d.nearest) {
+      out.nearest[i] = d.nearest.seq;
+      out.distance[i] = d.nearest.distance;
     }
-    if (add[i]) {
-      if (!index) throw new Error('no index: create or load one first');
-      out.seq[i] = index.add(vector);
-    }
-  }
+    out.within[i] = d.within;
+    if (d.seq !== undefined) out.seq[i] = d.seq;
+  });
   return out;
 }
 
@@ -42,7 +36,7 @@ function handle(req: IndexRequest): { result: unknown; transfer: ArrayBuffer[] }
       index.addMany(req.vectors, req.threads);
       return { result: index.size, transfer: [] };
     case 'decide': {
-      const d = decide(req.vectors, req.dimensions, req.add, req.threshold, req.k);
+      const d = decide(req.vectors, req.add, req.threshold, req.k);
       return { result: d, transfer: [d.nearest.buffer, d.distance.buffer, d.within.buffer, d.seq.buffer] as ArrayBuffer[] };
     }
     case 'save':

@@ -1,4 +1,4 @@
-import { Index, MetricKind, ScalarKind } from 'usearch';
+import { Index, MetricKind, ScalarKind, type BatchMatches } from 'usearch';
 import { z } from 'zod';
 
 /** How vectors are stored in the index: f16 halves the memory of f32, i8 quarters it, at some recall. */
@@ -91,10 +91,17 @@ export class NeighborIndex {
   search(vector: Float32Array, k: number): Neighbor[] {
     if (this.count === 0 || k <= 0) return [];
     const matches = this.index.search(vector, Math.min(k, this.count), 1);
-    const out: Neighbor[] = [];
-    for (let i = 0; i < matches.keys.length; i++) out.push({ seq: Number(matches.keys[i]), distance: matches.distances[i]! });
-    // Ties (exact copies) come back in graph order, which a rebuilt graph need not share: insertion order does.
-    return out.sort((a, b) => a.distance - b.distance || a.seq - b.seq);
+    return byDistanceThenSeq(matches.keys, matches.distances, 0, matches.keys.length);
+  }
+
+  /** `search` for each row of `vectors` (row after row), on `threads` threads (0: all cores). */
+  searchMany(vectors: Float32Array, k: number, threads = 0): Neighbor[][] {
+    const rows = vectors.length / this.dimensions;
+    if (this.count === 0 || k <= 0) return Array.from({ length: rows }, () => []);
+    const want = Math.min(k, this.count);
+    if (rows === 1) return [this.search(vectors, want)];
+    const m = this.index.search(vectors, want, threads) as unknown as BatchMatches;
+    return Array.from({ length: rows }, (_, r) => byDistanceThenSeq(m.keys, m.distances, r * want, Number(m.counts[r])));
   }
 
   /**
@@ -111,8 +118,59 @@ export class NeighborIndex {
     }
   }
 
+  /**
+   * For each row in order: its nearest earlier vector and how many earlier ones lie within `threshold`, then
+   * the row is added when `add[row]` (as number `size`). Earlier means in the index before the call or an
+   * added row above it. The index is searched for all rows at once and the rows are added at once, each on
+   * every core; rows of the call are compared with each other in a scratch index of the same settings, so
+   * every distance comes from the same kernel as a search of the whole index would give.
+   */
+  decideInOrder(vectors: Float32Array, add: Uint8Array, threshold: number, k: number): { nearest: Neighbor | undefined; within: number; seq: number | undefined }[] {
+    const rows = add.length;
+    const base = this.count;
+    const row = (r: number) => vectors.subarray(r * this.dimensions, (r + 1) * this.dimensions);
+    const fromIndex = this.searchMany(vectors, Math.max(1, k)).map((found, r) =>
+      // All k within the threshold: there may be more of them, which nearestWithin widens to.
+      found.length > 0 && found.length < this.count && found[found.length - 1]!.distance <= threshold
+        ? this.nearestWithin(row(r), threshold, 2 * Math.max(1, k))
+        : { nearest: found[0], within: found.filter((n) => n.distance <= threshold).length },
+    );
+    // Large enough a candidate list to visit every row of the scratch index: exact within the call.
+    const scratch = new NeighborIndex(this.dimensions, { ...this.config, expansionSearch: Math.max(this.config.expansionSearch, rows) });
+    const added: number[] = [];
+    const out = [];
+    for (let r = 0; r < rows; r++) {
+      let { nearest, within } = fromIndex[r]!;
+      for (const n of scratch.search(row(r), scratch.size)) {
+        const c = { seq: base + n.seq, distance: n.distance };
+        if (c.distance <= threshold) within++;
+        if (!nearest || c.distance < nearest.distance || (c.distance === nearest.distance && c.seq < nearest.seq)) nearest = c;
+      }
+      let seq: number | undefined;
+      if (add[r]) {
+        seq = base + scratch.add(row(r));
+        added.push(r);
+      }
+      out.push({ nearest, within, seq });
+    }
+    if (added.length === rows) this.addMany(vectors);
+    else if (added.length > 0) {
+      const rowsToAdd = new Float32Array(added.length * this.dimensions);
+      added.forEach((r, i) => rowsToAdd.set(row(r), i * this.dimensions));
+      this.addMany(rowsToAdd);
+    }
+    return out;
+  }
+
   /** Writes the index in usearch's own format. */
   save(path: string): void {
     this.index.save(path);
   }
+}
+
+function byDistanceThenSeq(keys: BigUint64Array, distances: Float32Array, from: number, count: number): Neighbor[] {
+  const out: Neighbor[] = [];
+  for (let i = from; i < from + count; i++) out.push({ seq: Number(keys[i]), distance: distances[i]! });
+  // Ties (exact copies) come back in graph order, which a rebuilt graph need not share: insertion order does.
+  return out.sort((a, b) => a.distance - b.distance || a.seq - b.seq);
 }

@@ -6,7 +6,7 @@ export type IndexOp =
   | { op: 'create'; dimensions: number; config: NeighborIndexConfig }
   | { op: 'load'; path: string; dimensions: number; config: NeighborIndexConfig }
   | { op: 'addMany'; vectors: Float32Array; threads: number }
-  | { op: 'decide'; vectors: Float32Array; dimensions: number; add: Uint8Array; threshold: number; k: number }
+  | { op: 'decide'; vectors: Float32Array; add: Uint8Array; threshold: number; k: number }
   | { op: 'save'; path: string }
   | { op: 'drop' };
 export type IndexRequest = IndexOp & { id: number };
@@ -86,7 +86,7 @@ export class OffThreadIndex {
   /** For each row in order: its nearest earlier vector and count within `threshold`, then added when `add[i]`. */
   async decide(vectors: Float32Array, add: Uint8Array, threshold: number, k: number): Promise<Decisions> {
     if (this.dimensions === undefined) await this.create(vectors.length / add.length);
-    const d = await this.call<Decisions>({ op: 'decide', vectors, dimensions: this.dimensions!, add, threshold, k }, [vectors.buffer as ArrayBuffer]);
+    const d = await this.call<Decisions>({ op: 'decide', vectors, add, threshold, k }, [vectors.buffer as ArrayBuffer]);
     for (const s of d.seq) if (s >= 0) this.size = s + 1;
     return d;
   }

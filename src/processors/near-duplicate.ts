@@ -164,10 +164,15 @@ export class NearDuplicateFilter implements Processor<Conversation, Conversation
     let anchorSeen = snapshotAnchor === undefined;
     let pending: Float32Array | undefined;
     let pendingRows = 0;
+    // One chunk is added in the worker while the next is decoded here.
+    let adding: Promise<void> = Promise.resolve();
     const flush = async () => {
       if (pendingRows === 0) return;
+      await adding;
       if (this.index.dimensions === undefined) await this.index.create(pending!.length / RESTORE_CHUNK);
-      await this.index.addMany(pending!.subarray(0, pendingRows * this.index.dimensions!).slice());
+      adding = this.index.addMany(pending!.subarray(0, pendingRows * this.index.dimensions!).slice());
+      // Awaited by the next flush or at the end; a read that fails first must not leave it unhandled.
+      adding.catch(() => undefined);
       pendingRows = 0;
     };
     const { next } = await state.restore(
@@ -198,6 +203,7 @@ export class NearDuplicateFilter implements Processor<Conversation, Conversation
       snapshotAnchor?.offset ?? this.changelogNext,
     );
     await flush();
+    await adding;
     if (!anchorSeen) throw new StateDiverged(`the changelog ends before offset ${snapshotAnchor!.offset}, where the snapshot was taken: the topic was recreated or truncated`);
     const confirmed = (this.anchor?.seq ?? -1) + 1;
     if (snapshotAnchor && confirmed < this.uuids.length) throw new StateDiverged(`the snapshot holds ${this.uuids.length} entries, the changelog only ${confirmed}`);
