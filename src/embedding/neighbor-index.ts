@@ -71,8 +71,9 @@ export class NeighborIndex {
   /** Adds a vector as number `size` and returns that number. */
   add(vector: Float32Array): number {
     const seq = this.count;
-    // One thread: a single insert gains nothing from more, and the graph must not depend on scheduling.
-    this.index.add(BigInt(seq), vector, 1);
+    // One vector is one task on one thread. When the index grows, 0 (all cores) has it reserve the
+    // per-thread buffers that searches of many rows on all cores need; otherwise 1 spares starting threads.
+    this.index.add(BigInt(seq), vector, seq + 1 >= this.index.capacity() ? 0 : 1);
     this.count++;
     return seq;
   }
@@ -121,9 +122,9 @@ export class NeighborIndex {
   /**
    * For each row in order: its nearest earlier vector and how many earlier ones lie within `threshold`, then
    * the row is added when `add[row]` (as number `size`). Earlier means in the index before the call or an
-   * added row above it. The index is searched for all rows at once and the rows are added at once, each on
-   * every core; rows of the call are compared with each other in a scratch index of the same settings, so
-   * every distance comes from the same kernel as a search of the whole index would give.
+   * added row above it. The index is searched for all rows at once on every core, then the rows are added in
+   * order; rows of the call are compared with each other in a scratch index of the same settings, so every
+   * distance comes from the same kernel as a search of the whole index would give.
    */
   decideInOrder(vectors: Float32Array, add: Uint8Array, threshold: number, k: number): { nearest: Neighbor | undefined; within: number; seq: number | undefined }[] {
     const rows = add.length;
@@ -153,12 +154,9 @@ export class NeighborIndex {
       }
       out.push({ nearest, within, seq });
     }
-    if (added.length === rows) this.addMany(vectors);
-    else if (added.length > 0) {
-      const rowsToAdd = new Float32Array(added.length * this.dimensions);
-      added.forEach((r, i) => rowsToAdd.set(row(r), i * this.dimensions));
-      this.addMany(rowsToAdd);
-    }
+    // One thread: concurrent inserts build a graph that depends on scheduling, and on clusters of
+    // near-copies such a graph can miss one of them; arrival order alone must decide.
+    for (const r of added) this.add(row(r));
     return out;
   }
 
