@@ -33,7 +33,7 @@ function handle(req: IndexRequest): { result: unknown; transfer: ArrayBuffer[] }
       return { result: index.size, transfer: [] };
     case 'addMany':
       if (!index) throw new Error('no index: create or load one first');
-      index.addMany(req.vectors, req.threads);
+      index.addMany(req.vectors, req.parallel);
       return { result: index.size, transfer: [] };
     case 'decide': {
       const d = decide(req.vectors, req.add, req.threshold, req.k);

@@ -78,13 +78,20 @@ export class NeighborIndex {
     return seq;
   }
 
-  /** Adds `vectors.length / dimensions` vectors (row after row) as numbers size, size+1, … on `threads` threads (0: all cores). */
-  addMany(vectors: Float32Array, threads = 0): void {
+  /**
+   * Adds `vectors.length / dimensions` vectors (row after row) as numbers size, size+1, …: in order like `add`,
+   * or concurrently on all cores (faster; the graph then depends on scheduling).
+   */
+  addMany(vectors: Float32Array, parallel = false): void {
     const n = vectors.length / this.dimensions;
+    if (!parallel) {
+      for (let i = 0; i < n; i++) this.add(vectors.subarray(i * this.dimensions, (i + 1) * this.dimensions));
+      return;
+    }
     if (n === 0) return;
     const keys = new BigUint64Array(n);
     for (let i = 0; i < n; i++) keys[i] = BigInt(this.count + i);
-    this.index.add(keys, vectors, threads);
+    this.index.add(keys, vectors, 0);
     this.count += n;
   }
 

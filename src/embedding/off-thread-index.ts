@@ -5,7 +5,7 @@ import type { NeighborIndexConfig } from './neighbor-index.js';
 export type IndexOp =
   | { op: 'create'; dimensions: number; config: NeighborIndexConfig }
   | { op: 'load'; path: string; dimensions: number; config: NeighborIndexConfig }
-  | { op: 'addMany'; vectors: Float32Array; threads: number }
+  | { op: 'addMany'; vectors: Float32Array; parallel: boolean }
   | { op: 'decide'; vectors: Float32Array; add: Uint8Array; threshold: number; k: number }
   | { op: 'save'; path: string }
   | { op: 'drop' };
@@ -78,9 +78,9 @@ export class OffThreadIndex {
     this.dimensions = dimensions;
   }
 
-  /** Adds rows as the next seqs, on every core (bulk restore). */
-  async addMany(vectors: Float32Array, threads = 0): Promise<void> {
-    this.size = await this.call<number>({ op: 'addMany', vectors, threads }, [vectors.buffer as ArrayBuffer]);
+  /** Adds rows as the next seqs (bulk restore): in order, or on all cores. */
+  async addMany(vectors: Float32Array, parallel: boolean): Promise<void> {
+    this.size = await this.call<number>({ op: 'addMany', vectors, parallel }, [vectors.buffer as ArrayBuffer]);
   }
 
   /** For each row in order: its nearest earlier vector and count within `threshold`, then added when `add[i]`. */

@@ -10,7 +10,7 @@ import { dead, defineProcessor, emit, type InputRecord, type Outcome, type Proce
 /** Measured with all-MiniLM-L6-v2 (int8): light paraphrases ≤ 0.10, different questions on one topic ≥ 0.13. */
 export const DEFAULT_DUPLICATE_THRESHOLD = 0.12;
 
-/** Changelog entries handed to the index at once during a restore (with all cores). */
+/** Changelog entries handed to the index at once during a restore. */
 const RESTORE_CHUNK = 8192;
 
 const snapshotsSchema = z
@@ -39,6 +39,12 @@ const config = z
     /** Re-deliveries of uncommitted records (same uuid and input offset) answered from memory: how many to remember. */
     replayWindow: z.number().int().min(1).default(100_000),
     snapshots: snapshotsSchema.default({ dir: '.magpie/state', every: 50_000, keep: 2 }),
+    /**
+     * Replay the changelog (when there is no snapshot) with inserts on all cores. Off by default: in order on
+     * one thread rebuilds the graph the stage built, while a graph built concurrently can miss a member of a
+     * cluster of near-copies, so a repeat_count after such a restore may differ by one from an uninterrupted run's.
+     */
+    parallelRestore: z.boolean().default(false),
   })
   .strict();
 type Config = z.infer<typeof config>;
@@ -170,7 +176,7 @@ export class NearDuplicateFilter implements Processor<Conversation, Conversation
       if (pendingRows === 0) return;
       await adding;
       if (this.index.dimensions === undefined) await this.index.create(pending!.length / RESTORE_CHUNK);
-      adding = this.index.addMany(pending!.subarray(0, pendingRows * this.index.dimensions!).slice());
+      adding = this.index.addMany(pending!.subarray(0, pendingRows * this.index.dimensions!).slice(), this.config.parallelRestore);
       // Awaited by the next flush or at the end; a read that fails first must not leave it unhandled.
       adding.catch(() => undefined);
       pendingRows = 0;
