@@ -57,9 +57,11 @@ async function restore(ctx: BenchContext): Promise<Measurement[]> {
   const dir = mkdtempSync(join(tmpdir(), 'magpie-bench-state-'));
   try {
     // Full replay, bulk adds on all cores; the memory the state takes is measured on it.
+    const full = new NearDuplicateFilter(nearDuplicate.config.parse({ snapshots: { every: 0 }, parallelRestore: true }));
+    // The worker thread's own memory is not state: measure from a started, empty stage.
+    await full.init(loggingContext().ctx, new EncodedChangelog());
     const rss0 = rssAfterGc();
     const heap0 = process.memoryUsage().heapUsed;
-    const full = new NearDuplicateFilter(nearDuplicate.config.parse({ snapshots: { every: 0 }, parallelRestore: true }));
     const f = await timedInit(full, log);
     const rssPerEntry = (rssAfterGc() - rss0) / count;
     const heapPerEntry = (process.memoryUsage().heapUsed - heap0) / count;
