@@ -74,7 +74,7 @@ async function restore(ctx: BenchContext): Promise<Measurement[]> {
     ctx.progress(`dedupe-state: full replay of ${count} entries, in order, in ${o.seconds.toFixed(1)} s`);
 
     // A snapshot taken at `count` entries, then `tail` more entries written after it.
-    const writer = new NearDuplicateFilter(nearDuplicate.config.parse({ snapshots: { dir, every: count } }));
+    const writer = new NearDuplicateFilter(nearDuplicate.config.parse({ snapshots: { dir, every: count }, parallelRestore: true }));
     const w = await timedInit(writer, log);
     await writer.close();
     const saveMs = Number(w.lines.find((l) => l.msg === 'index snapshot saved')?.ms ?? NaN);
