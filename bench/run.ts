@@ -17,8 +17,9 @@ import { filterSuite } from './suites/filter.js';
 import { embeddingSuite } from './suites/embedding.js';
 import { neighborsSuite } from './suites/neighbors.js';
 import { dedupeSuite } from './suites/dedupe.js';
+import { dedupeStateSuite } from './suites/dedupe-state.js';
 
-const SUITES: readonly Suite[] = [pipelineSuite, kafkaSuite, serdeSuite, filterSuite, embeddingSuite, neighborsSuite, dedupeSuite];
+const SUITES: readonly Suite[] = [pipelineSuite, kafkaSuite, serdeSuite, filterSuite, embeddingSuite, neighborsSuite, dedupeSuite, dedupeStateSuite];
 
 const { values } = parseArgs({
   options: {

@@ -89,3 +89,16 @@ export async function fetchMessageLimits(admin: Admin, topics: readonly string[]
   }
   return limits;
 }
+
+/** Partitions of each existing topic (missing topics are left out). */
+export async function partitionCounts(kafka: Kafka, topics: string[]): Promise<Map<string, number>> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const { topics: meta } = await admin.fetchTopicMetadata({ topics: topics.filter((t) => existing.has(t)) });
+    return new Map(meta.map((t) => [t.name, t.partitions.length]));
+  } finally {
+    await admin.disconnect();
+  }
+}

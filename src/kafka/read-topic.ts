@@ -15,6 +15,8 @@ export interface ReadTopicOptions {
   groupId?: string;
   commit?: boolean;
   signal?: AbortSignal;
+  /** Start every partition at this offset instead of its beginning (or the group's position), when it is later. */
+  from?: bigint;
   /** Called once, before the first record, with where each partition starts (the group's position) and ends. */
   onStart?: (ranges: PartitionRange[]) => void;
 }
@@ -57,7 +59,8 @@ export async function partitionRanges(kafka: Kafka, topic: string, groupId?: str
  * Without a group it starts from the beginning under a throwaway group; with one, from its committed offsets.
  */
 export async function readTopic(kafka: Kafka, topic: string, onRecord: (raw: RawRecord, control: ReadControl) => Promise<void> | void, options: ReadTopicOptions = {}): Promise<number> {
-  const ranges = await partitionRanges(kafka, topic, options.groupId);
+  const from = options.from;
+  const ranges = (await partitionRanges(kafka, topic, options.groupId)).map((r) => (from !== undefined && from > r.start ? { ...r, start: from } : r));
   options.onStart?.(ranges);
   // A partition the group has already read to the end yields no batch: it must not be waited for.
   const pending = new Map(ranges.filter((r) => r.end > r.start).map((r) => [r.partition, r.end - 1n]));
@@ -87,6 +90,8 @@ export async function readTopic(kafka: Kafka, topic: string, onRecord: (raw: Raw
       eachBatch: async ({ batch, resolveOffset }) => {
         for (const m of batch.messages) {
           if (options.signal?.aborted) return;
+          // A fetch made before the seek below took effect may still hold earlier records.
+          if (from !== undefined && BigInt(m.offset) < from) continue;
           if (options.max !== undefined && count >= options.max) {
             resolveDone();
             return;
@@ -97,6 +102,7 @@ export async function readTopic(kafka: Kafka, topic: string, onRecord: (raw: Raw
         }
       },
     });
+    if (from !== undefined) for (const r of ranges) if (r.end > r.start) consumer.seek({ topic, partition: r.partition, offset: r.start.toString() });
     await done;
   } finally {
     await consumer.disconnect();

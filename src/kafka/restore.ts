@@ -1,34 +1,50 @@
-import { errorMessage } from '../core/errors.js';
+import { ConfigError, errorMessage } from '../core/errors.js';
 import type { Kafka } from 'kafkajs';
 import type { Logger } from '../core/logger.js';
+import type { ChangelogRead } from '../processors/stage.js';
 import type { RecordSerde } from '../serde/serde.js';
 import type { SchemaName } from '../serde/schemas.js';
 import { readTopic } from './read-topic.js';
 
 /**
- * Reads a topic (a stage's changelog) from the beginning up to the end offsets seen at the start,
- * committed records only, and hands each decoded record to `onRecord` in offset order per partition.
+ * Reads a stage's changelog topic (one partition) from `from` (default: its beginning) up to the end offset
+ * seen at the start, committed records only, and hands each decoded record to `onRecord` in offset order.
  */
 export async function restoreTopic(
   kafka: Kafka,
   serde: RecordSerde,
   topic: string,
   schema: SchemaName,
-  onRecord: (key: string | null, value: unknown) => void,
+  onRecord: (key: string | null, value: unknown, offset: bigint) => void | Promise<void>,
   logger: Logger,
-): Promise<number> {
+  from?: bigint,
+): Promise<ChangelogRead> {
   const started = Date.now();
   let count = 0;
+  let next = from ?? 0n;
   let failure: unknown;
-  await readTopic(kafka, topic, async (raw) => {
-    try {
-      onRecord(raw.key?.toString() ?? null, await serde.decode(schema, raw.value, raw.headers));
-      count++;
-    } catch (err) {
-      failure ??= err;
-    }
-  });
-  if (failure) throw new Error(`cannot restore state from ${topic}: ${errorMessage(failure)}`);
-  if (count > 0) logger.info({ topic, records: count, ms: Date.now() - started }, 'state restored');
-  return count;
+  await readTopic(
+    kafka,
+    topic,
+    async (raw) => {
+      if (failure) return;
+      try {
+        await onRecord(raw.key?.toString() ?? null, await serde.decode(schema, raw.value, raw.headers), BigInt(raw.offset));
+        count++;
+      } catch (err) {
+        failure = err;
+      }
+    },
+    {
+      ...(from === undefined ? {} : { from }),
+      onStart: (ranges) => {
+        // Offsets order a changelog only within one partition.
+        if (ranges.length !== 1) throw new ConfigError(`changelog topic ${topic} has ${ranges.length} partitions; a changelog needs exactly 1: delete it (the stage rebuilds it from its input) or recreate it with one partition`, { topic });
+        if (ranges[0]!.end > next) next = ranges[0]!.end;
+      },
+    },
+  );
+  if (failure) throw failure instanceof ConfigError ? failure : new Error(`cannot restore state from ${topic}: ${errorMessage(failure)}`);
+  if (count > 0) logger.info({ topic, records: count, from: from?.toString(), ms: Date.now() - started }, 'state restored');
+  return { records: count, next };
 }

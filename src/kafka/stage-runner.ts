@@ -137,23 +137,30 @@ export class StageRunner extends EventEmitter {
     return this.admin;
   }
 
+  /** Reads the stage's changelog ports, for init and for catching up after each fence. */
+  private readonly restorer: StateRestorer = {
+    topicOf: (port) => {
+      const topic = this.options.target.ports[port];
+      if (!topic) throw new Error(`stage ${this.options.target.name} has no port '${port}'`);
+      return topic;
+    },
+    restore: async (port, onRecord, from) => {
+      const topic = this.options.target.ports[port];
+      const schema = this.options.portSchemas[port];
+      if (!topic || !schema) throw new Error(`stage ${this.options.target.name} has no port '${port}' to restore from`);
+      return restoreTopic(this.options.kafka, this.options.serde, topic, schema, onRecord, this.log, from);
+    },
+  };
+
   async start(): Promise<void> {
     const { kafka, groupId, input, concurrency, sessionTimeoutMs, target } = this.options;
     // The broker's own size limits of every output topic: sends are split to fit, larger records dead-lettered.
     const outputs = this.links.flatMap((l) => [...Object.values(l.target.ports), l.target.rejects, l.target.deadLetter]);
     this.limits = { ...target.messageLimits, ...(await fetchMessageLimits(await this.adminClient(), outputs)) };
     for (const link of this.links) link.target.messageLimits = this.limits;
-    const restorer: StateRestorer = {
-      restore: (port, onRecord) => {
-        const topic = target.ports[port];
-        const schema = this.options.portSchemas[port];
-        if (!topic || !schema) throw new Error(`stage ${target.name} has no port '${port}' to restore from`);
-        return restoreTopic(kafka, this.options.serde, topic, schema, onRecord, this.log);
-      },
-    };
-    await this.processor.init?.(this.context(this.log, this.abort.signal), restorer);
+    await this.processor.init?.(this.context(this.log, this.abort.signal), this.restorer);
     for (const f of this.options.followers ?? []) {
-      await f.processor.init?.(this.context(this.log.child({ stage: f.target.name }), this.abort.signal), restorer);
+      await f.processor.init?.(this.context(this.log.child({ stage: f.target.name }), this.abort.signal), this.restorer);
     }
     const consumer = kafka.consumer({
       groupId,
@@ -192,9 +199,9 @@ export class StageRunner extends EventEmitter {
     this.log.info({ input, groupId, exactlyOnce: this.options.exactlyOnce, batchSize: this.options.batchSize, window: this.options.window }, 'stage started');
   }
 
-  private context(log: Logger, signal: AbortSignal): StageContext {
-    // The consumer loop heartbeats on its own (it never waits for inference): nothing to do here.
-    return { logger: log, signal, heartbeat: async () => undefined };
+  /** `heartbeat`: only where the consumer loop itself waits (state catch-up); it never waits for inference. */
+  private context(log: Logger, signal: AbortSignal, heartbeat: () => Promise<void> = async () => undefined): StageContext {
+    return { logger: log, signal, heartbeat };
   }
 
   /**
@@ -242,21 +249,23 @@ export class StageRunner extends EventEmitter {
   }
 
   /**
-   * Fences any previous owner of the partition (a new transactional producer for it), then reads the group's
+   * Fences any previous owner of the partition (a new transactional producer for it), lets the processor catch
+   * its state up (onAssigned: nothing the previous owner commits can be missed any more), then reads the group's
    * committed offset: records below it were committed by that owner and must not be processed again.
    */
-  private async fenceIn(partition: number): Promise<bigint> {
+  private async fenceIn(partition: number, heartbeat?: () => Promise<void>): Promise<bigint> {
     await this.committer.fence(`${this.options.input}-${partition}`);
+    await this.processor.onAssigned?.(partition, this.restorer, this.context(this.log.child({ partition }), this.abort.signal, heartbeat));
     return this.committedOffset(partition);
   }
 
-  private windowFor(partition: number, firstOffset: bigint): Promise<PartitionWindow> {
+  private windowFor(partition: number, firstOffset: bigint, heartbeat: () => Promise<void>): Promise<PartitionWindow> {
     const open = this.windows.get(partition);
     if (open) return Promise.resolve(open);
     let opening = this.opening.get(partition);
     if (!opening) {
       opening = (async () => {
-        const committed = this.options.exactlyOnce ? await this.fenceIn(partition) : -1n;
+        const committed = this.options.exactlyOnce ? await this.fenceIn(partition, heartbeat) : -1n;
         const start = committed >= 0n ? committed : firstOffset;
         const window = this.createWindow(partition, start);
         const skipped = this.skipped.get(partition);
@@ -301,7 +310,7 @@ export class StageRunner extends EventEmitter {
     if (batch.messages.length === 0) return;
     let window: PartitionWindow;
     try {
-      window = await this.windowFor(batch.partition, BigInt(batch.messages[0]!.offset));
+      window = await this.windowFor(batch.partition, BigInt(batch.messages[0]!.offset), () => payload.heartbeat());
     } catch (err) {
       this.log.warn({ partition: batch.partition, err: errorMessage(err) }, 'cannot take over the partition yet; retrying');
       throw Object.assign(new Error(`cannot take over partition ${batch.partition}: ${errorMessage(err)}`), { retriable: true });

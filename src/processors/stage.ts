@@ -45,14 +45,30 @@ export interface StageContext {
   heartbeat(): Promise<void>;
 }
 
-/** Rebuilds state from a port's compacted changelog topic, in offset order, before the first batch. */
+/** What a changelog read covered. */
+export interface ChangelogRead {
+  records: number;
+  /** The changelog's end offset when the read began: every committed record below it was read. */
+  next: bigint;
+}
+
+/** Reads a port's compacted changelog topic (one partition), committed records only, in offset order. */
 export interface StateRestorer {
-  restore(port: string, onRecord: (key: string | null, value: unknown) => void): Promise<number>;
+  /** The topic behind a port (names state kept beside it, e.g. snapshots). */
+  topicOf(port: string): string;
+  /** From `from` (default: the beginning) up to the end offset seen when the read begins. */
+  restore(port: string, onRecord: (key: string | null, value: unknown, offset: bigint) => void | Promise<void>, from?: bigint): Promise<ChangelogRead>;
 }
 
 /** Transforms batches of input records. Pure with respect to Kafka: the runner does all I/O. */
 export interface Processor<I, O> {
   init?(ctx: StageContext, state: StateRestorer): Promise<void>;
+  /**
+   * Exactly-once stages: called on each (re)assignment of an input partition, after this instance has fenced
+   * every earlier writer of it and before the group's committed offset is read, so state caught up here
+   * includes everything a previous owner committed. The first batch of the partition waits for it.
+   */
+  onAssigned?(partition: number, state: StateRestorer, ctx: StageContext): Promise<void>;
   process(batch: InputRecord<I>[], ctx: StageContext): Promise<Outcome<O>[]>;
   close?(): Promise<void>;
 }
@@ -83,6 +99,11 @@ interface StageDefinitionBase<C extends z.ZodObject> {
   readonly outputSchema: SchemaName;
   /** Extra outputs besides 'out', e.g. a changelog for state; each maps to a topic in the topology. */
   readonly extraPorts?: Readonly<Record<string, { schema: SchemaName; compacted?: boolean }>>;
+  /**
+   * The stage keeps one state over its whole input in arrival order (an index of every earlier record): its
+   * input must have one partition, read with concurrency 1 and exactly-once.
+   */
+  readonly singlePartitionInput?: boolean;
   /** For schema-agnostic stages (e.g. pass-through): the record types follow from the config. */
   readonly schemasFromConfig?: (config: z.infer<C>) => { input: SchemaName; output: SchemaName };
   /**

@@ -8,7 +8,7 @@ import type { InferenceBackend } from '../inference/backend.js';
 import { createBackend } from '../inference/factory.js';
 import { guardAccess } from '../kafka/access-guard.js';
 import { stagePrincipal, topologyAcls, type AclRule } from '../kafka/acls.js';
-import { ensureTopics } from '../kafka/admin.js';
+import { ensureTopics, partitionCounts } from '../kafka/admin.js';
 import type { AccessContext, KafkaAccessError } from '../kafka/auth-errors.js';
 import { createKafka } from '../kafka/client.js';
 import type { RouteTarget } from '../kafka/route.js';
@@ -143,6 +143,20 @@ export async function createTopologyTopics(kafka: Kafka, topology: Topology, log
   return ensureTopics(kafka, specs, logger);
 }
 
+/**
+ * The topology validates partitions it creates; topics that existed before may have more. A stage that needs
+ * one input partition refuses to start on more rather than split or reorder its state.
+ */
+async function checkSinglePartitionInputs(kafka: Kafka, stages: readonly ResolvedStage[]): Promise<void> {
+  const single = stages.filter((s) => s.definition.singlePartitionInput && s.input);
+  if (single.length === 0) return;
+  const counts = await partitionCounts(kafka, single.map((s) => s.input!));
+  for (const s of single) {
+    const n = counts.get(s.input!) ?? 1;
+    if (n !== 1) throw new ConfigError(`stage ${s.name} (${s.type}) keeps one index over its whole input in arrival order, but its input topic ${s.input} has ${n} partitions: recreate ${s.input} with 1 partition (delete it and let the topology create it, partitions: 1 on the stage that writes it) and reprocess`, { stage: s.name, topic: s.input, partitions: n });
+  }
+}
+
 export type Runner = StageRunner | SourceRunner;
 
 /** What a refusal by the broker is explained against: the ACLs `magpie acls` generates for these stages. */
@@ -208,6 +222,7 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   let starting: string | undefined;
   const stageKafka = (stage: ResolvedStage): Kafka =>
     guardAccess(client, { context: accessContext(topology, `stage ${stage.name}`, [stage]), logger, onDenied: deny([stage.name]) });
+  await checkSinglePartitionInputs(kafka, selected);
   try {
     // A replaced processor does not use its stage's backends: they are not loaded for it.
     await resources.load(selected.filter((s) => !options.processorOverrides?.[s.name]));

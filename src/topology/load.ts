@@ -166,8 +166,28 @@ export function parseTopology(text: string, source: string, options: LoadOptions
       config: s,
     });
   });
+  problems.push(...singlePartitionProblems(stages, topics.partitions));
   if (problems.length) throw invalid(source, problems);
   return { name: t.name, description: t.description, source, kafka: t.kafka, serde: t.serde, topics, backends, embedders, stages };
+}
+
+/** A stage with one state over its input in arrival order needs one input partition, one at a time, exactly-once. */
+function singlePartitionProblems(stages: readonly ResolvedStage[], defaultPartitions: number): string[] {
+  const problems: string[] = [];
+  stages.forEach((s, i) => {
+    if (!s.definition.singlePartitionInput) return;
+    const why = `stage type '${s.type}' keeps one index over its whole input in arrival order`;
+    if (s.concurrency !== 1) problems.push(`stages[${i}].concurrency: ${why}; set concurrency: 1 (one instance keeps up; more partitions or concurrency would split or reorder it)`);
+    if (!s.exactlyOnce) problems.push(`stages[${i}].exactlyOnce: ${why} and writes it to a changelog with its outputs; remove exactlyOnce: false`);
+    const writer = stages.findIndex((w) => w.ports['out'] === s.input);
+    const partitions = writer >= 0 ? stages[writer]!.partitions : defaultPartitions;
+    if (partitions !== 1) {
+      problems.push(writer >= 0
+        ? `stages[${writer}].partitions: ${stages[writer]!.name} writes ${s.input}, the input of stage '${s.name}': ${why}, so ${s.input} needs 1 partition; set partitions: 1 on stage '${stages[writer]!.name}'`
+        : `stages[${i}].input: ${why}, so ${s.input} needs 1 partition, and topics.partitions is ${partitions}; create it with one partition, or set topics.partitions: 1`);
+    }
+  });
+  return problems;
 }
 
 function invalid(source: string, problems: string[]): ConfigError {

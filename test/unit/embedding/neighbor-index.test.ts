@@ -66,6 +66,50 @@ describe('NeighborIndex (default settings) against brute force', () => {
     expect(maxWithin).toBeGreaterThan(16); // the search had to widen from k = 4 several times
   });
 
+  it('decides rows in order the same way whatever the batch size, as brute force does, ties to the earliest', { timeout: 60_000 }, () => {
+    const dims = 32;
+    const random = seededRandom(5);
+    const centres = Array.from({ length: 30 }, () => randomUnitVector(random, dims));
+    // Clusters of near-duplicates and exact copies; some rows are not added (replayed uuids).
+    const vectors = Array.from({ length: 900 }, (_, i) => {
+      const c = centres[Math.floor(random() * centres.length)]!;
+      if (i % 9 === 0) return c;
+      const noise = randomUnitVector(random, dims);
+      const v = c.map((x, d) => x + 0.12 * noise[d]!);
+      const norm = Math.hypot(...v);
+      return v.map((x) => x / norm);
+    });
+    const add = vectors.map((_, i) => (i % 13 === 5 ? 0 : 1));
+    const threshold = 0.02;
+    const run = (batch: number) => {
+      const index = new NeighborIndex(dims);
+      const out: { nearest: number | undefined; distance: number | undefined; within: number; seq: number | undefined }[] = [];
+      for (let start = 0; start < vectors.length; start += batch) {
+        const rows = vectors.slice(start, start + batch);
+        const flat = new Float32Array(rows.length * dims);
+        rows.forEach((v, i) => flat.set(v, i * dims));
+        const decided = index.decideInOrder(flat, Uint8Array.from(add.slice(start, start + batch)), threshold, 4);
+        out.push(...decided.map((d) => ({ nearest: d.nearest?.seq, distance: d.nearest?.distance, within: d.within, seq: d.seq })));
+      }
+      return out;
+    };
+    const one = run(1);
+    expect(run(7)).toEqual(one);
+    expect(run(100)).toEqual(one);
+    // Against brute force over the rows added before each row (seq = position among added rows).
+    const addedVectors: Float32Array[] = [];
+    let mismatches = 0;
+    vectors.forEach((v, i) => {
+      const want = bruteForce(addedVectors, addedVectors.length, v, 1, threshold);
+      if (addedVectors.length > 0 && (one[i]!.nearest !== want.top[0] || one[i]!.within !== want.within)) mismatches++;
+      if (add[i]) {
+        expect(one[i]!.seq).toBe(addedVectors.length);
+        addedVectors.push(v);
+      }
+    });
+    expect(mismatches).toBe(0);
+  });
+
   it('is empty-safe and reports cosine distances', () => {
     const index = new NeighborIndex(3);
     expect(index.search(new Float32Array([1, 0, 0]), 3)).toEqual([]);

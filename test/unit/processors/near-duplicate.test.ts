@@ -1,6 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
 import avro from 'avsc';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { embed } from '../../../src/processors/embed.js';
 import { nearDuplicate } from '../../../src/processors/near-duplicate.js';
 import type { Emit, InputRecord, Outcome, StateRestorer } from '../../../src/processors/stage.js';
@@ -20,10 +23,41 @@ async function embedded(instructions: string[], firstId = 0): Promise<Conversati
 }
 
 function dedupe(config: Record<string, unknown> = {}) {
-  return nearDuplicate.create(nearDuplicate.config.parse(config), deps());
+  return nearDuplicate.create(nearDuplicate.config.parse({ snapshots: { every: 0 }, ...config }), deps());
 }
 
-const emptyRestorer: StateRestorer = { restore: async () => 0 };
+/** A changelog topic in memory: the restorer reads it from an offset, as the runner reads the real topic. */
+class MemoryChangelog implements StateRestorer {
+  readonly entries: Emit<Out>[] = [];
+  reads: bigint[] = [];
+
+  constructor(entries: Emit<Out>[] = []) {
+    this.append(entries);
+  }
+
+  append(entries: Emit<Out>[]): this {
+    this.entries.push(...entries);
+    return this;
+  }
+
+  topicOf(): string {
+    return 'test-changelog';
+  }
+
+  async restore(port: string, onRecord: (key: string | null, value: unknown, offset: bigint) => void | Promise<void>, from = 0n) {
+    expect(port).toBe('changelog');
+    this.reads.push(from);
+    const end = BigInt(this.entries.length);
+    for (let offset = from; offset < end; offset++) {
+      const e = this.entries[Number(offset)]!;
+      // Through Avro, as the runner decodes them.
+      await onRecord(e.key ?? null, indexEntryType.fromBuffer(indexEntryType.toBuffer(e.value)), offset);
+    }
+    return { records: Number(end > from ? end - from : 0n), next: end > from ? end : from };
+  }
+}
+
+const emptyRestorer = () => new MemoryChangelog();
 
 function changelogOf(outcomes: Outcome<Out>[]): Emit<Out>[] {
   return outcomes.flatMap((o) => (o.kind === 'emit' ? o.records.filter((r) => r.port === 'changelog') : []));
@@ -31,13 +65,7 @@ function changelogOf(outcomes: Outcome<Out>[]): Emit<Out>[] {
 
 /** A restorer replaying changelog records through Avro, as the runner reads them back from the topic. */
 function replaying(entries: Emit<Out>[]): StateRestorer {
-  return {
-    restore: async (port, onRecord) => {
-      expect(port).toBe('changelog');
-      for (const e of entries) onRecord(e.key ?? null, indexEntryType.fromBuffer(indexEntryType.toBuffer(e.value)));
-      return entries.length;
-    },
-  };
+  return new MemoryChangelog(entries);
 }
 
 const decisions = (values: Conversation[]) => values.map((v) => [v.uuid, v.min_neighbor_distance, v.min_similar_uuid, v.repeat_count, v.is_duplicate]);
@@ -91,12 +119,12 @@ describe('near-duplicate', () => {
     };
 
     const straight = dedupe();
-    await straight.init!(stageContext(), emptyRestorer);
+    await straight.init!(stageContext(), emptyRestorer());
     const expected: Conversation[] = [];
     for (const batch of batches(0, 400, 32)) expected.push(...mainValues<Conversation>(await straight.process(batch, stageContext())));
 
     const before = dedupe();
-    await before.init!(stageContext(), emptyRestorer);
+    await before.init!(stageContext(), emptyRestorer());
     const changelog: Emit<Out>[] = [];
     const got: Conversation[] = [];
     for (const batch of batches(0, 230, 17)) {
@@ -143,7 +171,179 @@ describe('near-duplicate', () => {
   it('refuses a changelog whose sequence has a gap', async () => {
     const records = await embedded(['Explain sql joins.', 'Summarize french verbs.']);
     const entries = changelogOf(await dedupe().process(inputs(records), stageContext()));
-    await expect(dedupe().init!(stageContext(), replaying(entries.slice(1)))).rejects.toThrow(/seq 1, expected 0/);
+    await expect(dedupe().init!(stageContext(), replaying(entries.slice(1)))).rejects.toThrow(/seq 1, expected 0.*delete it and reprocess/);
+  });
+});
+
+/** Runs a stage the way the runner does: each batch's outputs reach the changelog only when `commit` says so. */
+async function run(stage: ReturnType<typeof dedupe>, changelog: MemoryChangelog, batches: InputRecord<Conversation>[][], commit = true, ctx = stageContext()): Promise<Conversation[]> {
+  const got: Conversation[] = [];
+  for (const batch of batches) {
+    const out = await stage.process(batch, ctx);
+    if (commit) changelog.append(changelogOf(out));
+    got.push(...mainValues<Conversation>(out));
+  }
+  return got;
+}
+
+/** A stage context whose log lines (info and up) are kept. */
+function loggingContext() {
+  const lines: { level: number; msg: string }[] = [];
+  const ctx = { ...stageContext(), logger: pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) }) };
+  return { ctx, lines };
+}
+
+describe('near-duplicate state across owners and restarts', () => {
+  const setup = async () => {
+    const records = await embedded(corpus(400));
+    const batches = (from: number, to: number, size = 25) => {
+      const out: InputRecord<Conversation>[][] = [];
+      for (let i = from; i < to; i += size) out.push(inputs(records.slice(i, Math.min(i + size, to)), i));
+      return out;
+    };
+    const straight = dedupe();
+    await straight.init!(stageContext(), emptyRestorer());
+    const expected = decisions(await run(straight, new MemoryChangelog(), batches(0, 400)));
+    return { records, batches, expected };
+  };
+
+  it('a standby loaded at start catches up on assignment with what the active instance committed since', async () => {
+    const { batches, expected } = await setup();
+    const changelog = new MemoryChangelog();
+    const active = dedupe();
+    await active.init!(stageContext(), changelog);
+    await active.onAssigned!(0, changelog, stageContext());
+    const standby = dedupe();
+    await standby.init!(stageContext(), changelog);
+    const got = await run(active, changelog, batches(0, 230));
+    // The active instance is gone (killed); the standby is assigned the partition.
+    await standby.onAssigned!(0, changelog, stageContext());
+    got.push(...(await run(standby, changelog, batches(230, 400))));
+    expect(decisions(got)).toEqual(expected);
+    // The changelog it left restores in full: seqs without gaps or repeats.
+    await expect(dedupe().init!(stageContext(), new MemoryChangelog(changelog.entries))).resolves.toBeUndefined();
+    expect(changelog.entries.map((e) => (e.value as IndexEntry).seq)).toEqual(changelog.entries.map((_, i) => i));
+  });
+
+  it('keeps a chunk it could not commit for its re-delivery, and takes back a partition another instance moved on', async () => {
+    const { batches, expected } = await setup();
+    const changelog = new MemoryChangelog();
+    const first = dedupe();
+    await first.init!(stageContext(), changelog);
+    await first.onAssigned!(0, changelog, stageContext());
+    const got = await run(first, changelog, batches(0, 100));
+    // A commit fails: the runner fences in again and re-delivers the chunk, which gets its first decisions.
+    const failed = await run(first, changelog, batches(100, 125), false);
+    await first.onAssigned!(0, changelog, stageContext());
+    expect(await run(first, changelog, batches(100, 125))).toEqual(failed);
+    got.push(...failed);
+    // Then it hangs with one more chunk uncommitted; a second instance takes over and goes on.
+    await run(first, changelog, batches(125, 150), false);
+    const second = dedupe();
+    await second.init!(stageContext(), changelog);
+    await second.onAssigned!(0, changelog, stageContext());
+    got.push(...(await run(second, changelog, batches(125, 300))));
+    // The first one comes back as the owner: its uncommitted chunk matches what the second committed.
+    await first.onAssigned!(0, changelog, stageContext());
+    got.push(...(await run(first, changelog, batches(300, 400))));
+    expect(decisions(got)).toEqual(expected);
+    expect(changelog.entries.map((e) => (e.value as IndexEntry).seq)).toEqual(changelog.entries.map((_, i) => i));
+  });
+
+  it('rebuilds an index holding uncommitted entries the changelog contradicts', async () => {
+    const { batches, expected } = await setup();
+    const changelog = new MemoryChangelog();
+    const first = dedupe();
+    await first.init!(stageContext(), changelog);
+    await first.onAssigned!(0, changelog, stageContext());
+    const got = await run(first, changelog, batches(0, 100));
+    // An uncommitted chunk of other records (seqs 100.. with other uuids than the ones committed next).
+    await run(first, changelog, batches(300, 325), false);
+    const second = dedupe();
+    await second.init!(stageContext(), changelog);
+    await second.onAssigned!(0, changelog, stageContext());
+    got.push(...(await run(second, changelog, batches(100, 200))));
+    const { ctx, lines } = loggingContext();
+    await first.onAssigned!(0, changelog, ctx);
+    expect(lines.some((l) => l.level === 40 && /rebuilding/.test(l.msg))).toBe(true);
+    got.push(...(await run(first, changelog, batches(200, 400))));
+    expect(decisions(got)).toEqual(expected);
+  });
+});
+
+describe('near-duplicate snapshots', () => {
+  const made: string[] = [];
+  const dirs = () => {
+    made.push(mkdtempSync(path.join(tmpdir(), 'magpie-snapshots-')));
+    return made[made.length - 1]!;
+  };
+  afterAll(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+  async function history(dir: string) {
+    const records = await embedded(corpus(400));
+    const batches = (from: number, to: number) => {
+      const out: InputRecord<Conversation>[][] = [];
+      for (let i = from; i < to; i += 25) out.push(inputs(records.slice(i, Math.min(i + 25, to)), i));
+      return out;
+    };
+    const changelog = new MemoryChangelog();
+    const writer = dedupe({ snapshots: { dir, every: 100 } });
+    await writer.init!(stageContext(), changelog);
+    await writer.onAssigned!(0, changelog, stageContext());
+    const first = await run(writer, changelog, batches(0, 260));
+    const straight = [...first, ...(await run(writer, new MemoryChangelog(), batches(260, 400)))];
+    return { batches, changelog: new MemoryChangelog(changelog.entries), expected: decisions(straight) };
+  }
+
+  it('restores from the newest snapshot and the changelog after it, with the decisions of a full replay', async () => {
+    const dir = dirs();
+    const { batches, changelog, expected } = await history(dir);
+    const files = readdirSync(path.join(dir, 'test-changelog'));
+    expect(files.filter((f) => f.endsWith('.json'))).toHaveLength(2);
+
+    const fromSnapshot = dedupe({ snapshots: { dir, every: 100 } });
+    const { ctx, lines } = loggingContext();
+    await fromSnapshot.init!(ctx, changelog);
+    expect(changelog.reads[0]).toBeGreaterThan(150n); // the tail only
+    expect(lines.some((l) => l.msg.includes('restored from a snapshot'))).toBe(true);
+    const full = dedupe();
+    await full.init!(stageContext(), new MemoryChangelog(changelog.entries));
+    const tail = batches(260, 400);
+    const a = await run(fromSnapshot, new MemoryChangelog(), tail);
+    const b = await run(full, new MemoryChangelog(), tail);
+    expect(decisions(a)).toEqual(decisions(b));
+    expect(decisions(a)).toEqual(expected.slice(260));
+  });
+
+  it('skips a corrupt snapshot with a warning and replays the whole changelog', async () => {
+    const dir = dirs();
+    const { batches, changelog, expected } = await history(dir);
+    const sub = path.join(dir, 'test-changelog');
+    for (const f of readdirSync(sub).filter((n) => n.endsWith('.usearch'))) {
+      const bytes = readFileSync(path.join(sub, f));
+      bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
+      writeFileSync(path.join(sub, f), bytes);
+    }
+    const stage = dedupe({ snapshots: { dir, every: 100 } });
+    const { ctx, lines } = loggingContext();
+    await stage.init!(ctx, changelog);
+    expect(lines.filter((l) => l.level === 40 && l.msg === 'index snapshot skipped')).toHaveLength(2);
+    expect(changelog.reads[0]).toBe(0n);
+    expect(decisions(await run(stage, new MemoryChangelog(), batches(260, 400)))).toEqual(expected.slice(260));
+  });
+
+  it('skips a snapshot the changelog does not match (the topic was recreated) and replays it', async () => {
+    const dir = dirs();
+    const { batches, changelog, expected } = await history(dir);
+    // Same topic name, other contents: the first 150 entries only (as if recreated and refilled part-way).
+    const recreated = new MemoryChangelog(changelog.entries.slice(0, 150));
+    const stage = dedupe({ snapshots: { dir, every: 1000 } });
+    const { ctx, lines } = loggingContext();
+    await stage.init!(ctx, recreated);
+    expect(lines.some((l) => l.level === 40 && /does not match the changelog/.test(l.msg))).toBe(true);
+    await stage.onAssigned!(0, recreated, stageContext());
+    const got = await run(stage, recreated, batches(150, 400));
+    expect(decisions(got)).toEqual(expected.slice(150));
   });
 });
 

@@ -15,7 +15,7 @@ describe('skipTagged', () => {
     };
     let skipped = 0;
     const stage = skipTagged(['task_category'], tagger, (n) => (skipped += n));
-    await stage.init?.(stageContext(), { restore: async () => 0 });
+    await stage.init?.(stageContext(), { topicOf: () => 'changelog', restore: async () => ({ records: 0, next: 0n }) });
 
     const allTagged = [makeConversation(1), makeConversation(2)].map((c) => ({ ...c, task_category: 'Coding & Debugging' }));
     expect(mainValues<Conversation>(await stage.process(inputs(allTagged), stageContext()))).toEqual(allTagged);

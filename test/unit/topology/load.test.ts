@@ -74,6 +74,29 @@ describe('topology loading', () => {
 });
 
 describe('environment interpolation', () => {
+  it('refuses a near-duplicate stage whose input has more than one partition, or with concurrency > 1, naming what to change', () => {
+    const dedupe = (writerPartitions: string, stageFields: string) => `
+name: demo
+kafka: { brokers: 127.0.0.1:9092 }
+topics: { partitions: 3 }
+stages:
+  - { name: embed, type: pass-through, schema: magpie.Conversation, input: conversations, output: embedded${writerPartitions} }
+  - { name: dedupe, type: near-duplicate, input: embedded, output: deduped, ports: { changelog: dedupe-index }${stageFields} }
+`;
+    expect(() => parseTopology(dedupe(', partitions: 1', ''), 'x.yaml')).not.toThrow();
+    expect(errorOf(dedupe('', ''))).toMatch(/stages\[0\]\.partitions: .*set partitions: 1 on stage 'embed'/);
+    const message = errorOf(dedupe(', partitions: 1', ', concurrency: 4, exactlyOnce: false'));
+    expect(message).toMatch(/stages\[1\]\.concurrency: .*set concurrency: 1/);
+    expect(message).toMatch(/stages\[1\]\.exactlyOnce: /);
+    const external = `
+name: demo
+kafka: { brokers: 127.0.0.1:9092 }
+stages:
+  - { name: dedupe, type: near-duplicate, input: embedded, output: deduped, ports: { changelog: dedupe-index } }
+`;
+    expect(errorOf(external)).toMatch(/stages\[0\]\.input: .*topics.partitions is 3/);
+  });
+
   it('gives a whole-value placeholder the YAML type of its value', async () => {
     const { interpolateEnv } = await import('../../../src/topology/interpolate.js');
     expect(interpolateEnv({ a: '${X:-0.5}', b: '${Y:-true}', c: 'pre-${X:-1}', d: '${Z:-abc}', e: '${W:-}' }, { X: '2' })).toEqual({ a: 2, b: true, c: 'pre-2', d: 'abc', e: '' });

@@ -1,0 +1,121 @@
+/**
+ * The near-duplicate stage's state under process faults, with real `magpie run` processes, a real broker and
+ * real MiniLM embeddings: a stage that is killed, restarted or doubled during a deploy must make the same
+ * decisions as an undisturbed run of the same stage type on the same embeddings (stage `dedupe-ref`).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Conversation, IndexEntry } from '../../../src/serde/records.generated.js';
+import { createSerde } from '../../../src/serde/serde.js';
+import { createKafka } from '../../../src/kafka/client.js';
+import { createTopologyTopics, runTopology } from '../../../src/topology/build.js';
+import { waitUntilDrained } from '../../../src/topology/drain.js';
+import { loadTopologyFile } from '../../../src/topology/load.js';
+import { uniquePrefix } from '../../support/broker.js';
+import { SinkTail } from '../../support/faults/sink.js';
+import { StageProcess } from '../../support/faults/stage-process.js';
+import { makeConversation, produceRecords, readAll } from '../../support/records.js';
+import { topologyTestContext } from '../../support/topology-run.js';
+
+const { logger, bootstrap, track } = topologyTestContext();
+const serde = createSerde();
+const FILE = 'topologies/test/dedupe-state.yaml';
+const N = 400;
+const cleanups: (() => Promise<unknown> | void)[] = [];
+
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+const TOPICS = [
+  'reversing a linked list in Python', 'the ocean at night', 'the health benefits of green tea', 'TCP versus UDP',
+  'vegetarian lasagna', 'the Mona Lisa', 'improving sleep quality', 'the causes of the French Revolution',
+  'black holes', 'sourdough bread', 'filing tax returns', 'chess openings', 'SQL joins', 'marathon training',
+  'French verb conjugation', 'photosynthesis', 'the stock market', 'learning the guitar', 'climate change', 'Roman history',
+];
+const ASKS = ['Explain', 'Write a short poem about', 'Give me three tips on', 'What is the history of', 'Summarize'];
+const VARIANTS = ['', ' please', ' for a beginner', ' briefly', ' in detail'];
+
+/** 100 distinct instructions, then 300 repeats of them, exact or lightly reworded, in a fixed order. */
+function conversations(): Conversation[] {
+  return Array.from({ length: N }, (_, i) => {
+    const j = i < 100 ? i : (i * 37) % 100;
+    const text = `${ASKS[Math.floor(j / TOPICS.length)]} ${TOPICS[j % TOPICS.length]}${i < 100 ? '' : VARIANTS[i % VARIANTS.length]}.`;
+    return makeConversation(i, text);
+  });
+}
+
+type Decision = Pick<Conversation, 'uuid' | 'min_neighbor_distance' | 'min_similar_uuid' | 'repeat_count' | 'is_duplicate'>;
+const decisionOf = (r: Conversation): Decision => ({ uuid: r.uuid, min_neighbor_distance: r.min_neighbor_distance, min_similar_uuid: r.min_similar_uuid, repeat_count: r.repeat_count, is_duplicate: r.is_duplicate });
+
+/** Topics, the input embedded once, and the reference decisions of an undisturbed stage. */
+async function prepare(name: string) {
+  const prefix = uniquePrefix(name);
+  const stateDir = mkdtempSync(path.join(tmpdir(), 'magpie-dedupe-state-'));
+  cleanups.push(() => rmSync(stateDir, { recursive: true, force: true }));
+  const env = { ...process.env, DEDUPE_STATE_DIR: stateDir };
+  const topology = await loadTopologyFile(FILE, { topicPrefix: prefix, brokers: [bootstrap], env });
+  const kafka = createKafka(topology.kafka, logger);
+  await createTopologyTopics(kafka, topology);
+  await produceRecords(kafka, serde, `${prefix}conversations`, 'magpie.Conversation', conversations());
+  const reference = track(await runTopology(topology, logger, { stages: ['embed', 'dedupe-ref'] }));
+  await waitUntilDrained(reference);
+  await reference.stop();
+  const expected = (await readAll<Conversation>(kafka, serde, `${prefix}deduped-ref`, 'magpie.Conversation')).map(decisionOf);
+  expect(expected).toHaveLength(N);
+  expect(expected.filter((d) => d.is_duplicate).length).toBeGreaterThan(N / 4);
+  expect(expected.filter((d) => !d.is_duplicate).length).toBeGreaterThan(TOPICS.length);
+  const tail = await new SinkTail(kafka, `${prefix}deduped`).start();
+  cleanups.push(() => tail.stop());
+  const spawn = (label: string) => {
+    const p = new StageProcess({ topology: FILE, brokers: bootstrap, prefix, stages: ['dedupe'], env: { DEDUPE_STATE_DIR: stateDir }, label: `${prefix}${label}` });
+    cleanups.push(() => p.stop());
+    return p;
+  };
+  /** Waits until the stage has committed its whole input, then checks its outputs and changelog. */
+  const check = async (processes: StageProcess[]) => {
+    const deadline = Date.now() + 180_000;
+    while (tail.count < N && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
+    const out = await readAll<Conversation>(kafka, serde, `${prefix}deduped`, 'magpie.Conversation');
+    const problems = processes.map((p) => p.problems()).join('\n');
+    expect(out.length, `outputs (exactly once)\n${problems}`).toBe(N);
+    expect(out.map(decisionOf), problems).toEqual(expected);
+    // The changelog restores: one entry per record, seqs 0..N-1 in offset order, no gap and no repeat.
+    const changelog = await readAll<IndexEntry>(kafka, serde, `${prefix}dedupe-index`, 'magpie.IndexEntry');
+    expect(changelog.map((e) => Number(e.seq))).toEqual(Array.from({ length: N }, (_, i) => i));
+    for (const p of processes) expect(p.lines.filter((l) => /cannot restore|does not match its checksum/.test(`${l.msg} ${JSON.stringify(l)}`))).toEqual([]);
+  };
+  return { spawn, tail, check };
+}
+
+describe('near-duplicate state under process faults (real broker, real MiniLM embeddings)', () => {
+  it('kill -9 mid-stream, then a restart: every decision equals the undisturbed run', async () => {
+    const t = await prepare('dedupe-kill9');
+    const first = t.spawn('first');
+    await t.tail.waitFor(N / 3, 180_000);
+    await first.kill();
+    expect(t.tail.count).toBeLessThan(N);
+    const second = t.spawn('second');
+    // The restart loads the snapshot saved before the kill and replays only the changelog after it.
+    await second.waitForLog((l) => l.msg.startsWith('near-duplicate index restored from a snapshot'), 120_000);
+    await t.check([first, second]);
+    expect(second.running).toBe(true);
+  });
+
+  it('a second instance started during a deploy, then the first killed: no failed restore, no loss, no duplicate, same decisions', async () => {
+    const t = await prepare('dedupe-deploy');
+    const first = t.spawn('first');
+    await t.tail.waitFor(N / 4, 180_000);
+    const second = t.spawn('second');
+    await second.started();
+    // Both in the group now; the first keeps or hands over the partition, and then dies without a goodbye.
+    await t.tail.waitFor(N / 2, 180_000);
+    await first.kill();
+    expect(t.tail.count).toBeLessThan(N);
+    await t.check([first, second]);
+    expect(second.running).toBe(true);
+    expect(second.lines.some((l) => l.msg === 'near-duplicate index caught up with the changelog')).toBe(true);
+  });
+});
