@@ -12,10 +12,12 @@ import {
   type LlamaGrammar,
   type LlamaModel,
   type Token,
+  TokenBias,
 } from 'node-llama-cpp';
 import { InferenceError, errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { BackendHealth, ChatRequest, Completion, CompletionRequest, InferenceBackend } from './backend.js';
+import { ggufChatTemplate, type GgufTokenizerMetadata, type ModelChatTemplate } from './template-derive.js';
 import { detectFamily, familyTemplate, type ChatTemplate, type TemplateFamily } from './templates.js';
 
 export type LlamaGpu = 'auto' | false | 'cuda';
@@ -234,6 +236,11 @@ export class LlamaCppBackend implements InferenceBackend {
     return this.closed ? 'closed' : 'ok';
   }
 
+  async modelChatTemplate(): Promise<ModelChatTemplate | undefined> {
+    const tokenizer = this.llamaModel.fileInfo.metadata?.tokenizer as GgufTokenizerMetadata | undefined;
+    return ggufChatTemplate(tokenizer, this.id, this.model);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -310,6 +317,7 @@ export class LlamaCppBackend implements InferenceBackend {
         repeatPenalty: req.repetitionPenalty === undefined || req.repetitionPenalty === 1 ? false : { penalty: req.repetitionPenalty },
         ...(stopTriggers.length > 0 ? { customStopTriggers: stopTriggers } : {}),
         ...(grammar ? { grammar } : {}),
+        ...(req.firstTokenBans?.length ? { tokenBias: this.firstTokenBias(req.firstTokenBans) } : {}),
         ...(req.signal ? { signal: req.signal } : {}),
         // Stop at the context end ('length') instead of silently dropping the start of the prompt.
         disableContextShift: true,
@@ -319,6 +327,7 @@ export class LlamaCppBackend implements InferenceBackend {
         text: response,
         finishReason: metadata.stopReason === 'maxTokens' ? 'length' : 'stop',
         tokens: sequence.tokenMeter.usedOutputTokens - before,
+        ...(seed === undefined ? {} : { seed }),
       };
     } catch (err) {
       if (req.signal?.aborted) throw req.signal.reason;
@@ -328,6 +337,17 @@ export class LlamaCppBackend implements InferenceBackend {
     } finally {
       this.pool.release(sequence);
     }
+  }
+
+  /** A bias node-llama-cpp asks for before each token: the bans for the first one, nothing after. */
+  private firstTokenBias(ids: number[]): () => TokenBias {
+    let first = true;
+    return () => {
+      const bias = new TokenBias(this.llamaModel.tokenizer);
+      if (first) for (const id of ids) bias.set(id as Token, 'never');
+      first = false;
+      return bias;
+    };
   }
 
   private ensureOpen(): void {
