@@ -17,7 +17,7 @@ import {
 import { InferenceError, errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { BackendHealth, ChatRequest, Completion, CompletionRequest, InferenceBackend } from './backend.js';
-import { ggufChatTemplate, type GgufTokenizerMetadata, type ModelChatTemplate } from './template-derive.js';
+import { deriveTemplate, ggufChatTemplate, type GgufTokenizerMetadata, type ModelChatTemplate } from './template-derive.js';
 import { detectFamily, familyTemplate, type ChatTemplate, type TemplateFamily } from './templates.js';
 
 export type LlamaGpu = 'auto' | false | 'cuda';
@@ -159,7 +159,18 @@ export class LlamaCppBackend implements InferenceBackend {
     this.model = opts.model ?? basename(opts.modelPath).replace(/\.gguf$/i, '');
     this.id = `llamacpp:${this.model}`;
     const detected = opts.family ?? detectFamily(llamaModel.fileInfo.metadata?.tokenizer?.chat_template ?? '') ?? detectFamily(this.model);
-    this.template = opts.template ?? (detected ? familyTemplate(detected) : undefined);
+    this.template = opts.template ?? (detected ? familyTemplate(detected) : this.derivedTemplate());
+  }
+
+  /** The chat format derived from the GGUF's own chat template, for a model no registry family matches. */
+  private derivedTemplate(): ChatTemplate | undefined {
+    const source = ggufChatTemplate(this.llamaModel.fileInfo.metadata?.tokenizer as GgufTokenizerMetadata | undefined, this.id, this.model);
+    try {
+      return source && deriveTemplate(source);
+    } catch {
+      // chat() then says to set the backend's family.
+      return undefined;
+    }
   }
 
   /** Loads the model and creates a context with `sequences` parallel sequences. */
@@ -229,6 +240,7 @@ export class LlamaCppBackend implements InferenceBackend {
       ...req,
       prompt: template.formatConversation(req.messages, { addGenerationPrompt: true }),
       stop: req.stop ?? [...template.stop],
+      stopTokenIds: [...template.stopTokenIds],
     });
   }
 
@@ -237,8 +249,7 @@ export class LlamaCppBackend implements InferenceBackend {
   }
 
   async modelChatTemplate(): Promise<ModelChatTemplate | undefined> {
-    const tokenizer = this.llamaModel.fileInfo.metadata?.tokenizer as GgufTokenizerMetadata | undefined;
-    return ggufChatTemplate(tokenizer, this.id, this.model);
+    return ggufChatTemplate(this.llamaModel.fileInfo.metadata?.tokenizer as GgufTokenizerMetadata | undefined, this.id, this.model);
   }
 
   async close(): Promise<void> {

@@ -36,8 +36,9 @@ export interface ModelChatTemplate {
 
 const SYSTEM_PROBE = 'MagpieSentinelSystemText';
 const USER_PROBE = 'MagpieSentinelProbeUser';
-/** Special tokens that end a document: a model that writes one has finished, whatever the template says. */
-const END_OF_TEXT = /^<\|?(?:end_?of_?text|endoftext|eos)\|?>$|^<\/s>$/i;
+const BOS_PROBE = 'MagpieSentinelBos';
+/** Special tokens that end a turn, a message or a document: a model that writes one has finished. */
+const END_OF_TEXT = /^<\|?(?:end_?of_?text|endoftext|eos|eot_id|eom_id)\|?>$|^<\/s>$/i;
 
 function underivable(source: ModelChatTemplate, reason: string): ConfigError {
   return new ConfigError(
@@ -55,9 +56,8 @@ export function deriveTemplate(source: ModelChatTemplate): ChatTemplate {
   } catch (err) {
     throw underivable(source, `it does not parse: ${errorMessage(err)}`);
   }
-  const context = { bos_token: source.bosToken ?? '', eos_token: source.eosToken ?? '' };
-  const renderJinja = (messages: readonly ChatMessage[], addGenerationPrompt: boolean) =>
-    jinja.render({ ...context, messages: messages.map((m) => ({ ...m })), add_generation_prompt: addGenerationPrompt });
+  const renderJinja = (messages: readonly ChatMessage[], addGenerationPrompt: boolean, bosToken = source.bosToken ?? '') =>
+    jinja.render({ bos_token: bosToken, eos_token: source.eosToken ?? '', messages: messages.map((m) => ({ ...m })), add_generation_prompt: addGenerationPrompt });
 
   let lone: string;
   try {
@@ -83,7 +83,9 @@ export function deriveTemplate(source: ModelChatTemplate): ChatTemplate {
   } catch (err) {
     throw underivable(source, `it rejects a user-assistant-user conversation: ${errorMessage(err)}`);
   }
-  const bos = source.bosToken && lone.startsWith(source.bosToken) ? source.bosToken : null;
+  // Whether the template writes the BOS itself: SmolLM2's BOS is <|im_start|>, which opens its turns too.
+  const writesBos = renderJinja([{ role: 'user', content: USER_PROBE }], false, BOS_PROBE).startsWith(BOS_PROBE);
+  const bos = writesBos ? source.bosToken : null;
   const written = [...source.specialTokens.keys()].filter((t) => t.length > 0 && probes.some((p) => occurrences(p, t) > (t === bos ? 1 : 0)));
   const ends = [...source.specialTokens.keys()].filter((t) => END_OF_TEXT.test(t));
   const stop = [...new Set([...written, ...(source.eosToken ? [source.eosToken] : []), ...ends])];

@@ -127,6 +127,8 @@ export class ChatTemplate {
     this.stopTokenIds = [...info.stopTokenIds];
     this.assistantStopStrings = [...info.assistantStop];
     this.specialTokens = [...new Set([...info.specialTokens, ...info.stop])].filter((t) => t.length > 0);
+    // Plain words among the strings (e.g. a user-configured 'assistant' stop) are not markup: only tokens count anywhere.
+    this.markup = this.specialTokens.filter((t) => !/^[\p{L}\p{N}\s]*$/u.test(t));
     this.markdownHeaderTokenIds = info.markdownHeaderTokenIds;
     this.renderedPreQuery = this.textBeforeUser([]);
     this.preQueryTemplate = info.preQueryTemplate ?? this.renderedPreQuery;
@@ -136,13 +138,11 @@ export class ChatTemplate {
     const after = (text: string) => text.slice(text.indexOf(USER_TEXT_MARK) + USER_TEXT_MARK.length);
     this.assistantHeader = after(answering);
     // Some templates end a conversation with the EOS when not asked to answer: the generation prompt is what differs.
-    this.generationPrompt = this.assistantHeader.slice(commonPrefixLength(after(asked), this.assistantHeader));
+    this.generationPrompt = this.assistantHeader.slice(this.sharedPrefixLength(after(asked), this.assistantHeader));
     const exchange: ChatMessage[] = [{ role: 'user', content: PROBE_FIRST }, { role: 'assistant', content: PROBE_ANSWER }];
     const next = this.multiTurnPreQuery(exchange);
-    this.mtAppend = next.slice(commonPrefixLength(this.render(exchange, false), next));
+    this.mtAppend = next.slice(this.sharedPrefixLength(this.render(exchange, false), next));
 
-    // Plain words among the strings (e.g. a user-configured 'assistant' stop) are not markup: only tokens count anywhere.
-    this.markup = this.specialTokens.filter((t) => !/^[\p{L}\p{N}\s]*$/u.test(t));
     const roleWord = stripMarkup(this.assistantHeader, this.markup).trim().replace(/:$/, '');
     this.roleMarker = roleMarkerPattern(roleWord);
   }
@@ -208,6 +208,16 @@ export class ChatTemplate {
   /** Removes one leading BOS string (for servers that add the BOS themselves). */
   stripBos(prompt: string): string {
     return this.bos && prompt.startsWith(this.bos) ? prompt.slice(this.bos.length) : prompt;
+  }
+
+  /** Length of the common start of two renderings, backed off so that it does not end inside a special token. */
+  private sharedPrefixLength(a: string, b: string): number {
+    let n = commonPrefixLength(a, b);
+    for (const token of this.markup) {
+      const start = b.lastIndexOf(token, n - 1);
+      if (start >= 0 && start < n && start + token.length > n) n = start;
+    }
+    return n;
   }
 
   /** The conversation text up to where the next user message's text starts. */
@@ -367,7 +377,8 @@ const FAMILY_SPECS: Record<TemplateFamily, TemplateSpec> = {
   // the default system turn 6 of 8 ended at <|im_end|> with a user-like request.
   smollm2: chatmlSpec('smollm2', [1, 2, 0], 'You are a helpful AI assistant named SmolLM, trained by Hugging Face'),
   // Gemma has no system role: the system text opens the first user turn, followed by a blank line.
-  gemma2: gemmaSpec('gemma2', '<bos><start_of_turn>user\n\n', ['<eos>', '<bos>', '<end_of_turn>'], [1, 2, 107]),
+  // The reference's stops plus <start_of_turn> (as for Gemma-1.1): a model that opens a new turn is done.
+  gemma2: gemmaSpec('gemma2', '<bos><start_of_turn>user\n\n', ['<eos>', '<bos>', '<end_of_turn>', '<start_of_turn>'], [1, 2, 107, 106]),
   gemma: gemmaSpec('gemma', '<bos><start_of_turn>user\n', ['<eos>', '<bos>', '<start_of_turn>', '<end_of_turn>'], [1, 2, 106, 107]),
   phi3: {
     name: 'phi3',
@@ -589,4 +600,38 @@ export function resolveTemplate(config: TemplateConfig, derived?: ChatTemplate):
   }
   const systemPrompt = parsed.systemPrompt === undefined ? undefined : resolveSystemPrompt(parsed.systemPrompt);
   return { template, systemPrompt, instructionPrompt: template.preQuery(systemPrompt) };
+}
+
+/** The strings a template yields for Magpie, for printing and for comparing a derived template with the registry. */
+export interface TemplateStrings {
+  name: string;
+  bos: string | null;
+  /** What is sent for instructions without a system prompt. */
+  preQuery: string;
+  /** What the template itself renders there (differs only where the registry pins the reference's string). */
+  renderedPreQuery: string;
+  preQueryWithSystem: string;
+  assistantHeader: string;
+  generationPrompt: string;
+  mtAppend: string;
+  /** A user, assistant, user conversation with the generation prompt. */
+  conversation: string;
+  stop: string[];
+  stopTokenIds: number[];
+}
+
+export function templateStrings(t: ChatTemplate): TemplateStrings {
+  return {
+    name: t.name,
+    bos: t.bos,
+    preQuery: t.preQueryTemplate,
+    renderedPreQuery: t.renderedPreQuery,
+    preQueryWithSystem: t.preQuery('SYSTEM'),
+    assistantHeader: t.assistantHeader,
+    generationPrompt: t.generationPrompt,
+    mtAppend: t.mtAppend,
+    conversation: t.formatConversation([{ role: 'user', content: 'U1' }, { role: 'assistant', content: 'A1' }, { role: 'user', content: 'U2' }]),
+    stop: [...t.stop],
+    stopTokenIds: [...t.stopTokenIds],
+  };
 }

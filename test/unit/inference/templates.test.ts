@@ -120,8 +120,8 @@ const EXPECTED: Record<TemplateFamily, Expected> = {
     conversation:
       '<bos><start_of_turn>user\nSYS\n\nU1<end_of_turn>\n<start_of_turn>model\nA1<end_of_turn>\n' +
       '<start_of_turn>user\nU2<end_of_turn>\n<start_of_turn>model\n',
-    stop: ['<eos>', '<bos>', '<end_of_turn>'],
-    stopTokenIds: [1, 2, 107],
+    stop: ['<eos>', '<bos>', '<end_of_turn>', '<start_of_turn>'],
+    stopTokenIds: [1, 2, 107, 106],
     bos: '<bos>',
   },
   gemma: {
