@@ -189,25 +189,31 @@ export function tokenizerConfigChatTemplate(config: Record<string, unknown>, ori
 
 /** Reads the chat template of a GGUF file or a tokenizer_config.json. */
 export async function readModelChatTemplate(path: string): Promise<ModelChatTemplate> {
-  const none = () => new ConfigError(`${path}: no chat template in it; name a template family instead`, { path });
-  if (/\.gguf$/i.test(path)) {
-    // Loaded on demand: reading a tokenizer_config.json never loads the native runtime.
-    const { readGgufFileInfo } = await import('node-llama-cpp');
-    let metadata: { tokenizer?: GgufTokenizerMetadata } | undefined;
-    try {
-      metadata = (await readGgufFileInfo(path, { readTensorInfo: false })).metadata as { tokenizer?: GgufTokenizerMetadata };
-    } catch (err) {
-      throw new ConfigError(`${path}: cannot read the GGUF (${errorMessage(err)})`, { path });
-    }
-    return ggufChatTemplate(metadata?.tokenizer, path, basename(path).replace(/\.gguf$/i, '')) ?? (() => { throw none(); })();
+  const found = /\.gguf$/i.test(path) ? await readGguf(path) : await readTokenizerConfig(path);
+  if (!found) throw new ConfigError(`${path}: no chat template in it; name a template family instead`, { path });
+  return found;
+}
+
+async function readGguf(path: string): Promise<ModelChatTemplate | undefined> {
+  // Loaded on demand: reading a tokenizer_config.json never loads the native runtime.
+  const { readGgufFileInfo } = await import('node-llama-cpp');
+  let metadata: { tokenizer?: GgufTokenizerMetadata } | undefined;
+  try {
+    metadata = (await readGgufFileInfo(path, { readTensorInfo: false })).metadata as { tokenizer?: GgufTokenizerMetadata };
+  } catch (err) {
+    throw new ConfigError(`${path}: cannot read the GGUF (${errorMessage(err)})`, { path });
   }
+  return ggufChatTemplate(metadata?.tokenizer, path, basename(path).replace(/\.gguf$/i, ''));
+}
+
+async function readTokenizerConfig(path: string): Promise<ModelChatTemplate | undefined> {
   let config: Record<string, unknown>;
   try {
     config = JSON.parse(await readFile(path, 'utf8')) as Record<string, unknown>;
   } catch (err) {
     throw new ConfigError(`${path}: cannot read it as a tokenizer_config.json (${errorMessage(err)})`, { path });
   }
-  return tokenizerConfigChatTemplate(config, path, basename(dirname(path)) || path) ?? (() => { throw none(); })();
+  return tokenizerConfigChatTemplate(config, path, basename(dirname(path)) || path);
 }
 
 /**

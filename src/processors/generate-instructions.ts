@@ -1,9 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { errorMessage } from '../core/errors.js';
+import { ConfigError, errorMessage } from '../core/errors.js';
 import { sleep, withRetry } from '../core/retry.js';
 import type { InferenceBackend } from '../inference/backend.js';
-import { ConfigError } from '../core/errors.js';
 import { loadTemplate } from '../inference/template-derive.js';
 import { templateConfigSchema, type ResolvedTemplate } from '../inference/templates.js';
 import type { Instruction } from '../serde/records.generated.js';
