@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { InferenceError } from '../../../src/core/errors.js';
@@ -8,6 +9,7 @@ import type { Outcome, StageContext } from '../../../src/processors/stage.js';
 import { generateInstructions } from '../../../src/processors/generate-instructions.js';
 import { generateResponses } from '../../../src/processors/generate-responses.js';
 import type { Conversation, Instruction } from '../../../src/serde/records.generated.js';
+import { tokenizerConfigChatTemplate } from '../../../src/inference/template-derive.js';
 import { SYSTEM_PROMPTS } from '../../../src/inference/templates.js';
 import { makeInstruction } from '../../support/records.js';
 
@@ -87,6 +89,17 @@ describe('InstructionGenerator (Magpie step 1)', () => {
     expect(backend.requests[1]!.firstTokenBans).toEqual([2, 567, 14711, 827]);
     expect(backend.requests[1]!.stopTokenIds).toContain(128008);
     await expect(new InstructionGenerator(backend, instructionConfig({ template: 'chatml', firstTokenBans: 'markdown-headers' })).init()).rejects.toThrow(/markdown-header token ids/);
+  });
+
+  it('with template: auto, sends the pre-query derived from the model\'s own chat template', async () => {
+    const backend = new ScriptedBackend(() => [ok('Translate "good morning" into Italian.')]);
+    const config = JSON.parse(readFileSync(new URL('../inference/chat-templates/qwen2.5.json', import.meta.url), 'utf8')) as Record<string, unknown>;
+    const source = tokenizerConfigChatTemplate(config, 'test', 'Qwen2.5-7B-Instruct');
+    const withTemplate = Object.assign(backend, { modelChatTemplate: async () => source });
+    const outcomes = await drain(new InstructionGenerator(withTemplate, instructionConfig({ count: 1, samplesPerRequest: 1, template: 'auto' })));
+    const prompt = '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\n';
+    expect(backend.requests[0]).toMatchObject({ prompt, stopTokenIds: [151644, 151645, 151643] });
+    expect((outcomes[0] as { records: { value: Instruction }[] }).records[0]!.value.gen_input_configs).toMatchObject({ template_family: 'auto:Qwen2.5-7B-Instruct', pre_query_template: prompt });
   });
 
   it('keeps natural instructions about an assistant and rejects real template leaks', async () => {
