@@ -10,6 +10,7 @@ import { registerExport } from './commands/export.js';
 import { registerReplay } from './commands/replay.js';
 import { registerReport } from './commands/report.js';
 import { registerAcls } from './commands/acls.js';
+import { registerTemplate } from './commands/template.js';
 
 const program = new Command('magpie')
   .description('Streaming Magpie alignment-data synthesis on Apache Kafka')
@@ -29,6 +30,7 @@ registerExport(program);
 registerReplay(program);
 registerReport(program);
 registerAcls(program);
+registerTemplate(program);
 
 try {
   await program.parseAsync(process.argv);

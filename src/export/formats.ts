@@ -35,10 +35,13 @@ export interface ShareGptRow {
   intent: string | null;
   knowledge: string | null;
   difficulty: string | null;
+  difficulty_generator: string | null;
   input_quality: string | null;
   quality_explanation: string | null;
+  quality_generator: string | null;
   task_category: string | null;
   other_task_category: string[];
+  task_category_generator: string | null;
   llama_guard_2: string | null;
   instruct_reward: number | null;
   reward_model: string | null;
@@ -75,10 +78,13 @@ export function toShareGpt(c: Conversation): ShareGptRow {
     intent: c.intent,
     knowledge: c.knowledge,
     difficulty: c.difficulty,
+    difficulty_generator: c.difficulty_generator,
     input_quality: c.input_quality,
     quality_explanation: c.quality_explanation,
+    quality_generator: c.quality_generator,
     task_category: c.task_category,
     other_task_category: c.other_task_category,
+    task_category_generator: c.task_category_generator,
     llama_guard_2: c.llama_guard_2,
     instruct_reward: c.instruct_reward,
     reward_model: c.reward_model,

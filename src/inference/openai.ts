@@ -128,6 +128,8 @@ export class OpenAIBackend implements InferenceBackend {
     if (req.stopTokenIds?.length && (this.opts.server === 'vllm' || this.opts.server === 'sglang')) {
       body.stop_token_ids = req.stopTokenIds;
     }
+    // The OpenAI API has no first-token-only bias: the ban holds for every token of the sample.
+    if (req.firstTokenBans?.length) body.logit_bias = Object.fromEntries(req.firstTokenBans.map((id) => [String(id), -100]));
     return this.generate('/completions', body, req);
   }
 
@@ -185,7 +187,7 @@ export class OpenAIBackend implements InferenceBackend {
   private async generate(path: string, body: Record<string, unknown>, req: { n?: number; seed?: number; signal?: AbortSignal }): Promise<Completion[]> {
     const n = req.n ?? 1;
     if (n === 1 || this.supportsN) {
-      const first = await this.request(path, { ...body, n }, req.signal);
+      const first = withSeed(await this.request(path, { ...body, n }, req.signal), req.seed);
       if (first.length >= n) return first.slice(0, n);
       const rest = await this.singles(path, body, n - first.length, first.length, req);
       return [...first, ...rest];
@@ -197,7 +199,9 @@ export class OpenAIBackend implements InferenceBackend {
     const parts = await Promise.all(
       Array.from({ length: count }, (_, i) =>
         // Distinct seeds, or the samples would all be the same.
-        this.request(path, { ...body, n: 1, ...(req.seed === undefined ? {} : { seed: req.seed + offset + i }) }, req.signal),
+        this.request(path, { ...body, n: 1, ...(req.seed === undefined ? {} : { seed: req.seed + offset + i }) }, req.signal).then((c) =>
+          withSeed(c, req.seed === undefined ? undefined : req.seed + offset + i),
+        ),
       ),
     );
     return parts.flat();
@@ -344,6 +348,11 @@ export class OpenAIBackend implements InferenceBackend {
   private scrub(text: string): string {
     return scrubSecrets(text, [this.opts.apiKey]);
   }
+}
+
+/** Completions labelled with the seed their request sent (the `n` choices of one request share it). */
+function withSeed(completions: Completion[], seed: number | undefined): Completion[] {
+  return seed === undefined ? completions : completions.map((c) => ({ ...c, seed }));
 }
 
 /** The server's own error text from an OpenAI-style `{error: {message}}`, a `{detail}` or `{message}` body, or the raw text. */

@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { errorMessage } from '../core/errors.js';
+import { ConfigError, errorMessage } from '../core/errors.js';
 import { sleep, withRetry } from '../core/retry.js';
 import type { InferenceBackend } from '../inference/backend.js';
-import { resolveTemplate, templateConfigSchema, type ResolvedTemplate } from '../inference/templates.js';
+import { loadTemplate } from '../inference/template-derive.js';
+import { templateConfigSchema, type ResolvedTemplate } from '../inference/templates.js';
 import type { Instruction } from '../serde/records.generated.js';
-import { cleanInstruction, cleanupConfigSchema, DEFAULT_CLEANUP } from './instruction-cleanup.js';
+import { cleanInstruction, cleanupConfigSchema, DEFAULT_CLEANUP, DEFAULT_INSTRUCTION_STOP, instructionStops, instructionStopSchema } from './instruction-cleanup.js';
 import { defineSource, reject, type Outcome, type Source, type StageContext } from './stage.js';
 
 const config = z.object({
@@ -30,13 +31,24 @@ const config = z.object({
   /** Upper bound on requests started per second; unbounded when absent. */
   requestsPerSecond: z.number().positive().optional(),
   cleanup: cleanupConfigSchema.default(DEFAULT_CLEANUP),
+  /** Stop strings on top of the template's (reference: both on; see instructionStopSchema). */
+  stop: instructionStopSchema.default(DEFAULT_INSTRUCTION_STOP),
+  /**
+   * Token ids the instruction's first token must not be; `markdown-headers` takes the template's `#`…`####`
+   * ids (the reference's Llama-3.1 recipe). Off by default.
+   */
+  firstTokenBans: z.union([z.literal('markdown-headers'), z.array(z.number().int().nonnegative()).min(1)]).optional(),
 });
 
 type Config = z.infer<typeof config>;
 
-/** The first template string (special token or assistant header) found in generated user text. */
-export function templateLeak(resolved: ResolvedTemplate, text: string): string | undefined {
-  return resolved.template.leaks(text)[0] ?? resolved.template.assistantLeaks(text)[0];
+/** What every instruction request sends besides sampling: resolved once, before the first request. */
+interface InstructionPrompt {
+  resolved: ResolvedTemplate;
+  prompt: string;
+  stop: string[];
+  stopTokenIds: number[];
+  firstTokenBans: number[];
 }
 
 /**
@@ -44,8 +56,7 @@ export function templateLeak(resolved: ResolvedTemplate, text: string): string |
  * user query by itself. Keeps `inFlight` requests running and hands out results as they complete.
  */
 export class InstructionGenerator implements Source<Instruction> {
-  private readonly resolved: ResolvedTemplate;
-  private readonly prompt: string;
+  private setup: Promise<InstructionPrompt> | undefined;
   private readonly ready: Outcome<Instruction>[] = [];
   private inflight = 0;
   private requested = 0;
@@ -57,9 +68,29 @@ export class InstructionGenerator implements Source<Instruction> {
   constructor(
     private readonly backend: InferenceBackend,
     private readonly config: Config,
-  ) {
-    this.resolved = resolveTemplate(config.template);
-    this.prompt = this.resolved.instructionPrompt;
+  ) {}
+
+  async init(): Promise<void> {
+    await this.instructionPrompt();
+  }
+
+  /** The template (derived from the model's own for `auto`), its pre-query and the stops, resolved once. */
+  private instructionPrompt(): Promise<InstructionPrompt> {
+    this.setup ??= loadTemplate(this.config.template, this.backend).then((resolved) => {
+      const { template } = resolved;
+      const bans = this.config.firstTokenBans;
+      if (bans === 'markdown-headers' && !template.markdownHeaderTokenIds) {
+        throw new ConfigError(`firstTokenBans: markdown-headers: template ${template.name} does not know its markdown-header token ids; list them instead`, { field: 'firstTokenBans' });
+      }
+      return {
+        resolved,
+        prompt: resolved.instructionPrompt,
+        stop: instructionStops(template, this.config.stop),
+        stopTokenIds: [...template.stopTokenIds],
+        firstTokenBans: bans === undefined ? [] : bans === 'markdown-headers' ? [...template.markdownHeaderTokenIds!] : bans,
+      };
+    });
+    return this.setup;
   }
 
   private get exhausted(): boolean {
@@ -94,16 +125,19 @@ export class InstructionGenerator implements Source<Instruction> {
       if (wait > 0) await sleep(wait, ctx.signal);
     }
     const { sampling } = this.config;
-    const seed = sampling.seed === undefined ? undefined : sampling.seed + index;
+    const setup = await this.instructionPrompt();
+    // Backends seed sample i of a request with seed + i: requests step by samplesPerRequest so no seed repeats.
+    const seed = sampling.seed === undefined ? undefined : sampling.seed + index * this.config.samplesPerRequest;
     const completions = await withRetry(
       () => this.backend.complete({
-        prompt: this.prompt,
+        prompt: setup.prompt,
         n,
         temperature: sampling.temperature,
         topP: sampling.topP,
         maxTokens: sampling.maxTokens,
-        stop: [...this.resolved.template.stop],
-        stopTokenIds: [...this.resolved.template.stopTokenIds],
+        stop: setup.stop,
+        stopTokenIds: setup.stopTokenIds,
+        ...(setup.firstTokenBans.length ? { firstTokenBans: setup.firstTokenBans } : {}),
         signal: ctx.signal,
         ...(seed === undefined ? {} : { seed }),
       }),
@@ -113,8 +147,9 @@ export class InstructionGenerator implements Source<Instruction> {
         onRetry: (err, attempt, delayMs) => ctx.logger.warn({ attempt, delayMs, err: errorMessage(err) }, 'instruction request failed; retrying'),
       },
     );
-    return completions.map((c, i) => {
-      const verdict = cleanInstruction(c.text, c.finishReason, (t) => templateLeak(this.resolved, t), this.config.cleanup);
+    const { template, systemPrompt } = setup.resolved;
+    return completions.map((c) => {
+      const verdict = cleanInstruction(c.text, c.finishReason, (t) => template.leak(t), this.config.cleanup);
       const record: Instruction = {
         uuid: randomUUID(),
         model: this.backend.model,
@@ -123,10 +158,12 @@ export class InstructionGenerator implements Source<Instruction> {
           top_p: sampling.topP,
           max_tokens: sampling.maxTokens,
           input_generator: this.backend.id,
-          seed: seed === undefined ? null : seed * 1000 + i,
-          template_family: this.resolved.template.name,
-          pre_query_template: this.prompt,
-          system_prompt: this.resolved.systemPrompt ?? null,
+          seed: c.seed ?? null,
+          template_family: template.name,
+          pre_query_template: setup.prompt,
+          system_prompt: systemPrompt ?? null,
+          stop: setup.stop,
+          stop_token_ids: setup.stopTokenIds,
         },
         instruction: verdict.text,
         finish_reason: c.finishReason,

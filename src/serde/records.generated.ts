@@ -25,12 +25,16 @@ export interface GenInputConfigs {
   max_tokens: number;
   /** Backend and model id that sampled the instruction. */
   input_generator: string;
-  /** Default: null. */
+  /** The sampling seed sent for this sample, if any. Default: null. */
   seed: number | null;
   template_family: string;
   pre_query_template: string;
   /** Default: null. */
   system_prompt: string | null;
+  /** Stop strings sent with the request. Default: []. */
+  stop: string[];
+  /** Stop token ids sent with the request. Default: []. */
+  stop_token_ids: number[];
 }
 
 /** An instruction with its response(s) and every tag the pipeline has added so far. Tags are null until their stage has run. */
@@ -77,6 +81,12 @@ export interface Conversation {
   reward_model: string | null;
   /** ISO 639-1 code where one exists, else ISO 639-3; 'und' when undetermined. Default: null. */
   language: string | null;
+  /** Model that judged task_category. Default: null. */
+  task_category_generator: string | null;
+  /** Model that judged difficulty, intent and knowledge. Default: null. */
+  difficulty_generator: string | null;
+  /** Model that judged input_quality. Default: null. */
+  quality_generator: string | null;
   /** Instruction embedding; dropped by the dedupe stage once used. Default: null. */
   embedding: number[] | null;
   /** Default: null. */

@@ -193,6 +193,16 @@ describe('OpenAIBackend request bodies (vLLM)', () => {
     }
     expect(srv.seen.map((s) => s.body.seed).sort()).toEqual([10, 11, 12]);
     expect(out.map((c) => c.text).sort()).toEqual(['sample 10', 'sample 11', 'sample 12']);
+    // Each sample carries the seed its request actually sent.
+    for (const c of out) expect(c.text).toBe(`sample ${c.seed}`);
+  });
+
+  it('labels the n choices of one request with its seed, and bans first tokens with logit_bias', async () => {
+    const srv = await startServer((seen, res) => json(res, 200, vllmResponse(seen, ['a?', 'b?'], ['stop', 'stop'], 4)));
+    const t = familyTemplate('llama3.1');
+    const out = await backend(srv.url).complete({ prompt: t.preQueryTemplate, n: 2, seed: 5, ...sampling, firstTokenBans: [...t.markdownHeaderTokenIds!] });
+    expect(out.map((c) => c.seed)).toEqual([5, 5]);
+    expect(srv.seen[0]!.body).toMatchObject({ seed: 5, logit_bias: { '2': -100, '567': -100, '14711': -100, '827': -100 } });
   });
 
   it('asks again for the missing samples when a server returns fewer choices than n', async () => {

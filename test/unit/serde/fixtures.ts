@@ -16,6 +16,8 @@ export const instruction: Instruction = {
     template_family: 'chatml',
     pre_query_template: '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n',
     system_prompt: 'You are a helpful assistant.',
+    stop: ['<|im_start|>', '<|im_end|>', '<|endoftext|>'],
+    stop_token_ids: [151643, 151644, 151645],
   },
   instruction: 'How do I reverse a linked list in place, and what is its time complexity? 🤔',
   finish_reason: 'stop',
@@ -51,6 +53,9 @@ export const conversation: Conversation = {
   instruct_reward: 3.25,
   reward_model: 'sfairXC/FsfairX-LLaMA3-RM-v0.1',
   language: 'en',
+  task_category_generator: 'meta-llama/Meta-Llama-3-8B-Instruct',
+  difficulty_generator: 'meta-llama/Meta-Llama-3-8B-Instruct',
+  quality_generator: 'meta-llama/Meta-Llama-3-8B-Instruct',
   // Exactly representable as float32, so the round trip is exact.
   embedding: [0.5, -0.25, 0.125, 0],
   embedding_model: 'Xenova/all-MiniLM-L6-v2',
