@@ -38,6 +38,8 @@ export interface Completion {
   finishReason: 'stop' | 'length';
   /** Tokens generated. */
   tokens: number;
+  /** A reasoning model's thinking part, when the server returns it apart from the text (vLLM `reasoning_content`). */
+  reasoning?: string;
 }
 
 /**

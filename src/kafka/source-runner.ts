@@ -5,8 +5,9 @@ import type { Logger } from '../core/logger.js';
 import { PRODUCER_RETRY } from './client.js';
 import type { StageMetrics } from '../core/metrics.js';
 import { backoffDelay, sleep } from '../core/retry.js';
-import type { Source, StageContext } from '../processors/stage.js';
+import type { Source, StageContext, StateRestorer } from '../processors/stage.js';
 import type { RecordSerde } from '../serde/serde.js';
+import { restoreTopic } from './restore.js';
 import { rejectMessage, type OutboundMessage, type RouteTarget } from './route.js';
 
 export interface SourceRunnerOptions {
@@ -50,7 +51,17 @@ export class SourceRunner extends EventEmitter {
       : kafka.producer({ idempotent: true, maxInFlightRequests: 5, retry: PRODUCER_RETRY });
     await this.producer.connect();
     const ctx: StageContext = { logger: this.log, signal: this.abort.signal, heartbeat: async () => undefined };
-    await this.source.init?.(ctx);
+    // After connect: a transactional producer has fenced its predecessor, so the read sees no open transaction.
+    const { target, serde } = this.options;
+    const restorer: StateRestorer = {
+      restore: (port, onRecord) => {
+        const topic = target.ports[port];
+        const schema = target.portSchemas[port];
+        if (!topic || !schema) throw new Error(`stage ${target.name} has no port '${port}' to restore from`);
+        return restoreTopic(kafka, serde, topic, schema, onRecord, this.log);
+      },
+    };
+    await this.source.init?.(ctx, restorer);
     this.loop = this.run(ctx).catch((err: unknown) => {
       if (!this.abort.signal.aborted) this.log.error({ err: errorMessage(err) }, 'source failed');
     });
@@ -89,7 +100,8 @@ export class SourceRunner extends EventEmitter {
             const topic = target.ports[port]!;
             const encoded = await serde.encode(target.portSchemas[port]!, rec.value, topic);
             push(topic, { key: rec.key ?? (rec.value as { uuid?: string }).uuid ?? null, value: encoded.value, headers: encoded.headers });
-            counts.out++;
+            // Records on other ports (e.g. progress) are bookkeeping, not output.
+            if (port === 'out') counts.out++;
           }
         } else if (outcome.kind === 'reject') {
           push(target.rejects, await rejectMessage(serde, target, outcome, outcome.record));

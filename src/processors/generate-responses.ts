@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { errorMessage } from '../core/errors.js';
 import { withRetry } from '../core/retry.js';
 import type { ChatMessage, InferenceBackend, Sampling } from '../inference/backend.js';
+import { reasoningTagsSchema, splitReasoning } from '../inference/reasoning.js';
 import { resolveTemplate, templateConfigSchema, type ResolvedTemplate } from '../inference/templates.js';
 import type { Conversation, Instruction, Turn } from '../serde/records.generated.js';
 import { cleanInstruction, cleanupConfigSchema, DEFAULT_CLEANUP } from './instruction-cleanup.js';
@@ -32,6 +33,11 @@ const config = z.object({
   followUpSampling: samplingSchema.default({ temperature: 1, topP: 1, maxTokens: 512, repetitionPenalty: 1 }),
   /** Instructions longer than this are rejected before any inference is spent on them. */
   maxInstructionChars: z.number().int().min(1).default(16_000),
+  /**
+   * A reasoning model: its thinking, between these tags at the start of the text, goes to `reasoning` and the
+   * rest to `response`. A thinking part the server returns apart (vLLM `reasoning_content`) is kept either way.
+   */
+  reasoning: reasoningTagsSchema.optional(),
   cleanup: cleanupConfigSchema.default(DEFAULT_CLEANUP),
 });
 
@@ -80,19 +86,26 @@ export class ResponseGenerator {
     const turns: Turn[] = this.config.systemPrompt ? [{ from: 'system', value: this.config.systemPrompt }] : [];
     let responseTokens = 0;
     let firstResponse = '';
+    let firstReasoning: string | undefined;
     let responseFinish = 'stop';
     let user = ins.instruction.trim();
     for (let turn = 1; ; turn++) {
       messages.push({ role: 'user', content: user });
       turns.push({ from: 'human', value: user });
       const answer = await this.generate(messages, sampling, ctx, false);
-      const text = answer.text.trim();
+      const split = this.config.reasoning ? splitReasoning(answer.text, this.config.reasoning) : { reasoning: undefined, answer: answer.text.trim(), unfinished: false };
+      if (split.unfinished) {
+        const cut = answer.finishReason === 'length' ? ` (cut at maxTokens ${sampling.maxTokens})` : '';
+        return reject('unfinished_reasoning', `turn ${turn}: the thinking part has no ${this.config.reasoning!.closeTag}${cut}, so there is no answer`, ins);
+      }
+      const text = split.answer;
       if (text.length === 0) return reject('empty_response', `the model gave an empty answer in turn ${turn}`, ins);
       messages.push({ role: 'assistant', content: text });
       turns.push({ from: 'gpt', value: text });
       responseTokens += answer.tokens;
       if (turn === 1) {
         firstResponse = text;
+        firstReasoning = answer.reasoning?.trim() || split.reasoning || undefined;
         responseFinish = answer.finishReason;
       } else if (answer.finishReason === 'length') {
         responseFinish = 'length';
@@ -109,6 +122,7 @@ export class ResponseGenerator {
       gen_input_configs: ins.gen_input_configs,
       instruction: ins.instruction.trim(),
       response: firstResponse,
+      reasoning: firstReasoning ?? null,
       conversations: turns,
       gen_response_configs: { temperature: sampling.temperature, top_p: sampling.topP, max_tokens: sampling.maxTokens, repetition_penalty: sampling.repetitionPenalty, output_generator: this.backend.id },
       instruction_finish_reason: ins.finish_reason,
@@ -119,6 +133,7 @@ export class ResponseGenerator {
       response_length: firstResponse.length,
       task_category: null, other_task_category: [], intent: null, knowledge: null, difficulty: null,
       input_quality: null, quality_explanation: null, llama_guard_2: null, instruct_reward: null, reward_model: null,
+      base_output: null, base_reward: null, reward_difference: null,
       language: null, embedding: null, embedding_model: null, min_neighbor_distance: null, min_similar_uuid: null,
       repeat_count: null, is_duplicate: null, tag_failures: [],
       created_at: Date.now(),

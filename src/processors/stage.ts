@@ -56,7 +56,8 @@ export interface Processor<I, O> {
 
 /** Produces records from nothing (e.g. Magpie instruction extraction). */
 export interface Source<O> {
-  init?(ctx: StageContext): Promise<void>;
+  /** `state` reads the source's own extra ports back (e.g. progress committed before a restart). */
+  init?(ctx: StageContext, state: StateRestorer): Promise<void>;
   /** Up to `max` outcomes; an empty array means the source is finished. */
   next(max: number, ctx: StageContext): Promise<Outcome<O>[]>;
   close?(): Promise<void>;
@@ -78,8 +79,11 @@ interface StageDefinitionBase<C extends z.ZodObject> {
   readonly config: C;
   /** Avro record of the main output. */
   readonly outputSchema: SchemaName;
-  /** Extra outputs besides 'out', e.g. a changelog for state; each maps to a topic in the topology. */
-  readonly extraPorts?: Readonly<Record<string, { schema: SchemaName; compacted?: boolean }>>;
+  /**
+   * Extra outputs besides 'out', e.g. a changelog for state; each maps to a topic in the topology. A port with
+   * `defaultSuffix` needs no topic in the topology: it defaults to the stage's output topic plus the suffix.
+   */
+  readonly extraPorts?: Readonly<Record<string, { schema: SchemaName; compacted?: boolean; defaultSuffix?: string }>>;
   /** For schema-agnostic stages (e.g. pass-through): the record types follow from the config. */
   readonly schemasFromConfig?: (config: z.infer<C>) => { input: SchemaName; output: SchemaName };
   /**
