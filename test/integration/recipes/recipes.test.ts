@@ -31,7 +31,7 @@ const QUESTIONS = [
   'How do vaccines train the immune system?', 'Compare renting and buying a home in your thirties.',
 ];
 // Judged poor: the filters of every recipe reject these.
-const POOR = new Set(['Why do cats purr?', 'What is the capital of Australia?']);
+const POOR = new Set(['Who painted the Mona Lisa?', 'Why do cats purr?', 'What is the capital of Australia?']);
 
 /** Bodies of the pre-query (instruction) requests the server has seen. */
 const preQueries: ChatRequestBody[] = [];
