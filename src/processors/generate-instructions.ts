@@ -57,7 +57,7 @@ interface PromptChoice extends SystemPromptChoice {
  * request draws its decoding setting and system prompt from the stage's mixtures; the progress port holds
  * what has been committed, so a target count holds across restarts.
  */
-export class InstructionGenerator implements Source<Instruction> {
+export class InstructionGenerator implements Source<Instruction | SourceProgress> {
   private readonly resolved: ResolvedTemplate;
   private readonly prompts: PromptChoice[];
   private readonly plan: DecodingPlan;
@@ -172,7 +172,7 @@ export class InstructionGenerator implements Source<Instruction> {
     });
   }
 
-  async next(max: number, ctx: StageContext): Promise<Outcome<Instruction>[]> {
+  async next(max: number, ctx: StageContext): Promise<Outcome<Instruction | SourceProgress>[]> {
     this.fill(ctx);
     while (this.ready.length === 0) {
       if (this.failure !== undefined) {
@@ -188,14 +188,14 @@ export class InstructionGenerator implements Source<Instruction> {
     for (const r of out) this.plan.settle(r.key, r.clean);
     this.fill(ctx);
     // Written in the batch's transaction: the committed count and the committed records never disagree.
-    const progress: Outcome<Instruction> = { kind: 'emit', records: [{ port: 'progress', key: this.stageName, value: this.plan.snapshot(this.stageName) as unknown as Instruction }] };
+    const progress: Outcome<SourceProgress> = { kind: 'emit', records: [{ port: 'progress', key: this.stageName, value: this.plan.snapshot(this.stageName) }] };
     return [...out.map((r) => r.outcome), progress];
   }
 }
 
 export const generateInstructions = defineSource({
   type: 'generate-instructions',
-  description: 'Magpie instruction extraction: samples user queries from the pre-query template alone; rejects empty, truncated and template-leaking ones.',
+  description: 'Magpie instruction extraction: samples user queries from the pre-query template alone, under decoding and system-prompt mixtures, up to a count that holds across restarts; rejects empty, truncated and template-leaking ones.',
   config,
   outputSchema: 'magpie.Instruction',
   extraPorts: { progress: { schema: 'magpie.SourceProgress', compacted: true, defaultSuffix: '.progress' } },

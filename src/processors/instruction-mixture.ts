@@ -77,6 +77,9 @@ export function mixtureTotal(sampling: SamplingMixtureConfig): number | undefine
 export class DecodingPlan {
   private readonly produced = new Map<string, number>();
   private readonly pending = new Map<string, number>();
+  /** Produced by earlier runs under settings no longer in the mixture: they still count toward the total. */
+  private carried = 0;
+  private readonly quotas: boolean;
   rejected = 0;
   /** Requests started so far (across restarts): request i uses seed + i. */
   requests = 0;
@@ -90,10 +93,11 @@ export class DecodingPlan {
       this.produced.set(s.key, 0);
       this.pending.set(s.key, 0);
     }
+    this.quotas = settings.every((s) => s.quota !== undefined);
   }
 
   get producedTotal(): number {
-    return sum(this.produced.values());
+    return this.carried + sum(this.produced.values());
   }
 
   private get pendingTotal(): number {
@@ -101,6 +105,7 @@ export class DecodingPlan {
   }
 
   get finished(): boolean {
+    if (this.quotas) return this.settings.every((s) => this.produced.get(s.key)! >= s.quota!);
     return this.total !== undefined && this.producedTotal >= this.total;
   }
 
@@ -108,7 +113,7 @@ export class DecodingPlan {
   take(maxSamples: number): { setting: DecodingSetting; n: number; index: number } | undefined {
     const open = this.settings.filter((s) => s.quota === undefined || this.inFlightOrDone(s) < s.quota);
     if (open.length === 0) return undefined;
-    const left = this.total === undefined ? Infinity : this.total - this.producedTotal - this.pendingTotal;
+    const left = this.total === undefined || this.quotas ? Infinity : this.total - this.producedTotal - this.pendingTotal;
     if (left <= 0) return undefined;
     const setting = open.reduce((best, s) => (this.inFlightOrDone(s) / s.weight < this.inFlightOrDone(best) / best.weight ? s : best));
     const n = Math.min(maxSamples, left, setting.quota === undefined ? Infinity : setting.quota - this.inFlightOrDone(setting));
@@ -132,9 +137,13 @@ export class DecodingPlan {
     this.pending.set(key, this.pending.get(key)! - n);
   }
 
-  /** Continues from committed progress; settings no longer in the mixture are ignored. */
+  /**
+   * Continues from committed progress. What settings no longer in the mixture produced still counts toward a
+   * total; a count mixture counts per setting, so a renamed setting starts from zero.
+   */
   restore(progress: SourceProgress): void {
     for (const [key, n] of Object.entries(progress.produced_by_key)) if (this.produced.has(key)) this.produced.set(key, n);
+    this.carried = this.quotas ? 0 : Math.max(0, progress.produced - sum(this.produced.values()));
     this.rejected = progress.rejected;
     this.requests = progress.requests;
   }

@@ -40,7 +40,7 @@ async function drain(gen: InstructionGenerator): Promise<Outcome<Instruction>[]>
   for (;;) {
     const batch = await gen.next(100, ctx());
     if (batch.length === 0) return all;
-    all.push(...batch.filter((o) => !isProgress(o)));
+    all.push(...(batch.filter((o) => !isProgress(o)) as Outcome<Instruction>[]));
   }
 }
 

@@ -40,7 +40,7 @@ interface Drained {
 async function drain(gen: InstructionGenerator, maxBatch = 10): Promise<Drained> {
   const out: Drained = { instructions: [], rejected: 0, progress: [] };
   for (;;) {
-    const batch: Outcome<Instruction>[] = await gen.next(maxBatch, ctx());
+    const batch: Outcome<Instruction | SourceProgress>[] = await gen.next(maxBatch, ctx());
     if (batch.length === 0) return out;
     for (const o of batch) {
       if (o.kind === 'reject') out.rejected++;
@@ -123,6 +123,19 @@ describe('decoding mixtures', () => {
     await gen.init(ctx(), restorerOf([['ins', { stage: 'ins', produced: 15, rejected: 0, requests: 3, produced_by_key: { 't0.8-p1': 15 }, updated_at: 0 }]]));
     const { instructions } = await drain(gen);
     expect(instructions).toHaveLength(5);
+  });
+
+  it('counts what earlier runs produced under other settings toward a total, not toward a count mixture', async () => {
+    const earlier: SourceProgress = { stage: 'ins', produced: 15, rejected: 0, requests: 3, produced_by_key: { 't1-p1': 15 }, updated_at: 0 };
+    const changed = new InstructionGenerator(new CountingBackend(), config({ count: 20, sampling: { temperature: 0.7 } }), 'ins');
+    await changed.init(ctx(), restorerOf([['ins', earlier]]));
+    const { instructions, progress } = await drain(changed);
+    expect(instructions).toHaveLength(5);
+    expect(progress.at(-1)).toMatchObject({ produced: 20, produced_by_key: { 't0.7-p1': 5 } });
+
+    const quotas = new InstructionGenerator(new CountingBackend(), config({ sampling: [{ temperature: 0.7, count: 4 }] }), 'ins');
+    await quotas.init(ctx(), restorerOf([['ins', earlier]]));
+    expect((await drain(quotas)).instructions).toHaveLength(4);
   });
 
   it('validates mixtures with messages that say what to change', () => {
