@@ -58,7 +58,9 @@ function recipeServer(): FaultyOpenAIServer {
       preQueries.push(body);
       return QUESTIONS[asked++ % QUESTIONS.length]!;
     }
-    return `A careful, complete answer to the question: ${instructionOf(prompt)} ${'detail '.repeat(5 + (asked % 7))}`;
+    // Answers of every fourth question run over several lines (the Llama-3.1 filter counts line breaks).
+    const q = QUESTIONS.indexOf(instructionOf(prompt));
+    return `A careful, complete answer to the question: ${instructionOf(prompt)} ${'detail '.repeat(5 + (asked % 7))}${'\nmore'.repeat(q % 4)}`;
   });
 }
 
@@ -161,7 +163,7 @@ describe('released Magpie recipes as topologies (real broker, in-test OpenAI-com
 
   it('Llama-3.1: its instruction temperature, stops with <|eom_id|>, tags, reward, the Pro-500K quality filter', async () => {
     const before = preQueries.length;
-    const r = await runRecipe('topologies/magpie-llama31.yaml', server, { COUNT: '8' });
+    const r = await runRecipe('topologies/magpie-llama31.yaml', server, { COUNT: '8', MAX_RESPONSE_NEWLINES: '2' });
     const sent = preQueries.slice(before);
     expect(sent.length).toBeGreaterThan(0);
     for (const body of sent) expect(body).toMatchObject({ temperature: 0.9, top_p: 1, stop: expect.arrayContaining(['<|eom_id|>', '<|eot_id|>']), stop_token_ids: expect.arrayContaining([128008, 128009]) });
@@ -171,8 +173,11 @@ describe('released Magpie recipes as topologies (real broker, in-test OpenAI-com
     const { tagged, kept, rejects } = await filterOutcome(r);
     expect(tagged).toHaveLength(8);
     expect(kept.length + rejects.length).toBe(8);
-    for (const c of kept) expect(['good', 'excellent']).toContain(c.input_quality);
-    expect(rejects.map((x) => x.rule)).toContain('input_quality_at_least_good');
+    for (const c of kept) {
+      expect(['good', 'excellent']).toContain(c.input_quality);
+      expect(c.response.split('\n').length - 1).toBeLessThanOrEqual(2);
+    }
+    expect(rejects.map((x) => x.rule)).toEqual(expect.arrayContaining(['input_quality_at_least_good', 'response_maxNewlines']));
   }, 240_000);
 
   it('Reasoning: instructions from one backend, thinking and answer apart from another, exported with and without the thinking', async () => {
