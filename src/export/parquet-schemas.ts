@@ -1,5 +1,5 @@
 import type { FieldDefinition, SchemaDefinition } from '@dsnp/parquetjs';
-import type { ExportFormat } from './formats.js';
+import type { ExportFormat, FormatOptions } from './formats.js';
 
 // Snappy on every column: what pyarrow and Hugging Face datasets write by default.
 const text = (optional = false): FieldDefinition => ({ type: 'UTF8', compression: 'SNAPPY', optional });
@@ -43,3 +43,9 @@ export const PARQUET_SCHEMAS: Record<ExportFormat, SchemaDefinition> = {
   alpaca: { instruction: text(), input: text(), output: text() },
   dpo: { prompt: text(), chosen: text(), rejected: text() },
 };
+
+/** The columns of a format as written with these options: ShareGPT with reasoning kept has a reasoning column. */
+export function parquetSchemaOf(format: ExportFormat, options?: FormatOptions): SchemaDefinition {
+  const base = PARQUET_SCHEMAS[format];
+  return format === 'sharegpt' && options?.reasoning === 'keep' ? { ...base, reasoning: text(true) } : base;
+}

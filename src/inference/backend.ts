@@ -47,6 +47,8 @@ export interface Completion {
   tokens: number;
   /** The sampling seed sent for this sample, when one was. */
   seed?: number;
+  /** A reasoning model's thinking part, when the server returns it apart from the text (vLLM `reasoning_content`). */
+  reasoning?: string;
 }
 
 /**

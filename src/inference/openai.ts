@@ -66,7 +66,7 @@ interface Endpoint {
 interface WireChoice {
   index?: number;
   text?: string;
-  message?: { content?: string | null };
+  message?: { content?: string | null; reasoning_content?: string | null; reasoning?: string | null };
   finish_reason?: string | null;
 }
 
@@ -338,11 +338,16 @@ export class OpenAIBackend implements InferenceBackend {
     choices.sort((a, b) => (a.index ?? 0) - (b.index ?? 0));
     const texts = choices.map((c) => (chat ? c.message?.content : c.text) ?? '');
     const tokens = splitTokens(data.usage?.completion_tokens, texts);
-    return choices.map((c, i) => ({
-      text: texts[i]!,
-      finishReason: c.finish_reason === 'length' ? 'length' : 'stop',
-      tokens: tokens[i]!,
-    }));
+    return choices.map((c, i) => {
+      // vLLM's reasoning parsers answer with reasoning_content; newer servers call it reasoning.
+      const reasoning = chat ? (c.message?.reasoning_content ?? c.message?.reasoning) : undefined;
+      return {
+        text: texts[i]!,
+        finishReason: c.finish_reason === 'length' ? 'length' : 'stop',
+        tokens: tokens[i]!,
+        ...(typeof reasoning === 'string' ? { reasoning } : {}),
+      };
+    });
   }
 
   private scrub(text: string): string {

@@ -181,7 +181,7 @@ export class OutcomeRouter<O> {
     const { serde, target, logger } = this;
     if (outcome.kind === 'emit') {
       try {
-        const messages: [string, OutboundMessage][] = [];
+        const messages: [string, OutboundMessage, string][] = [];
         for (const rec of outcome.records) {
           const port = rec.port ?? 'out';
           const topic = target.ports[port];
@@ -192,10 +192,11 @@ export class OutcomeRouter<O> {
           const msg = { key, value: encoded.value, headers: encoded.headers };
           const limit = messageLimit(target, topic);
           if (messageBytes(msg) > largestMessage(limit)) throw new MagpieError('OUTPUT_TOO_LARGE', `output record for port '${port}' is ${encoded.value.length} bytes, over the ${limit}-byte limit (max.message.bytes) of topic ${topic}`);
-          messages.push([topic, msg]);
+          messages.push([topic, msg, port]);
         }
         for (const [topic, msg] of messages) this.push(topic, msg);
-        this.counts.out += messages.length;
+        // Other ports (a changelog, a source's progress) are bookkeeping, not the stage's output.
+        this.counts.out += messages.filter(([, , port]) => port === 'out').length;
         return;
       } catch (err) {
         if (isRetryable(err)) throw err;

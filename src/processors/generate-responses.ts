@@ -3,6 +3,7 @@ import { errorMessage } from '../core/errors.js';
 import { withRetry } from '../core/retry.js';
 import type { ChatMessage, InferenceBackend, Sampling } from '../inference/backend.js';
 import { loadTemplate } from '../inference/template-derive.js';
+import { reasoningTagsSchema, splitReasoning } from '../inference/reasoning.js';
 import { resolveSystemPrompt, templateConfigSchema, type ChatTemplate } from '../inference/templates.js';
 import type { Conversation, Instruction, Turn } from '../serde/records.generated.js';
 import { cleanInstruction, cleanupConfigSchema, DEFAULT_CLEANUP, DEFAULT_INSTRUCTION_STOP, instructionStops, instructionStopSchema } from './instruction-cleanup.js';
@@ -39,6 +40,11 @@ const config = z.object({
   followUpStop: instructionStopSchema.default(DEFAULT_INSTRUCTION_STOP),
   /** Instructions longer than this are rejected before any inference is spent on them. */
   maxInstructionChars: z.number().int().min(1).default(16_000),
+  /**
+   * A reasoning model: its thinking, between these tags at the start of the text, goes to `reasoning` and the
+   * rest to `response`. A thinking part the server returns apart (vLLM `reasoning_content`) is kept either way.
+   */
+  reasoning: reasoningTagsSchema.optional(),
   cleanup: cleanupConfigSchema.default(DEFAULT_CLEANUP),
 });
 
@@ -101,19 +107,26 @@ export class ResponseGenerator {
     const turns: Turn[] = this.config.systemPrompt ? [{ from: 'system', value: this.config.systemPrompt }] : [];
     let responseTokens = 0;
     let firstResponse = '';
+    let firstReasoning: string | undefined;
     let responseFinish = 'stop';
     let user = ins.instruction.trim();
     for (let turn = 1; ; turn++) {
       messages.push({ role: 'user', content: user });
       turns.push({ from: 'human', value: user });
       const answer = await this.generate(messages, sampling, ctx, false);
-      const text = answer.text.trim();
+      const split = this.config.reasoning ? splitReasoning(answer.text, this.config.reasoning) : { reasoning: undefined, answer: answer.text.trim(), unfinished: false };
+      if (split.unfinished) {
+        const cut = answer.finishReason === 'length' ? ` (cut at maxTokens ${sampling.maxTokens})` : '';
+        return reject('unfinished_reasoning', `turn ${turn}: the thinking part has no ${this.config.reasoning!.closeTag}${cut}, so there is no answer`, ins);
+      }
+      const text = split.answer;
       if (text.length === 0) return reject('empty_response', `the model gave an empty answer in turn ${turn}`, ins);
       messages.push({ role: 'assistant', content: text });
       turns.push({ from: 'gpt', value: text });
       responseTokens += answer.tokens;
       if (turn === 1) {
         firstResponse = text;
+        firstReasoning = answer.reasoning?.trim() || split.reasoning || undefined;
         responseFinish = answer.finishReason;
       } else if (answer.finishReason === 'length') {
         responseFinish = 'length';
@@ -131,6 +144,7 @@ export class ResponseGenerator {
       gen_input_configs: ins.gen_input_configs,
       instruction: ins.instruction.trim(),
       response: firstResponse,
+      reasoning: firstReasoning ?? null,
       conversations: turns,
       gen_response_configs: { temperature: sampling.temperature, top_p: sampling.topP, max_tokens: sampling.maxTokens, repetition_penalty: sampling.repetitionPenalty, output_generator: this.backend.id },
       instruction_finish_reason: ins.finish_reason,
@@ -141,6 +155,7 @@ export class ResponseGenerator {
       response_length: firstResponse.length,
       task_category: null, other_task_category: [], intent: null, knowledge: null, difficulty: null,
       input_quality: null, quality_explanation: null, llama_guard_2: null, instruct_reward: null, reward_model: null,
+      base_output: null, base_reward: null, reward_difference: null,
       language: null, task_category_generator: null, difficulty_generator: null, quality_generator: null, embedding: null, embedding_model: null, min_neighbor_distance: null, min_similar_uuid: null,
       repeat_count: null, is_duplicate: null, tag_failures: [],
       created_at: Date.now(),

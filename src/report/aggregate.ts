@@ -48,6 +48,12 @@ export interface Histogram {
   summary: Summary | null;
 }
 
+/** A summary of one group of records, e.g. the min_neighbor_distance of one decoding setting. */
+export interface GroupSummary {
+  key: string;
+  summary: Summary;
+}
+
 export interface Grouped {
   key: string;
   count: number;
@@ -110,6 +116,10 @@ export interface ReportData {
   /** Characters of the response (the chosen one for preference pairs). */
   responseLength: Histogram;
   minNeighborDistance: Histogram;
+  /** min_neighbor_distance per decoding setting (gen_input_configs.decoding_key), the paper's diversity comparison. */
+  distanceByDecoding: GroupSummary[];
+  /** min_neighbor_distance per system-prompt key. */
+  distanceBySystemPrompt: GroupSummary[];
   /** instruct_reward of conversations, chosen_reward of preference pairs. */
   reward: Histogram;
   /** chosen_reward − rejected_reward of preference pairs. */
@@ -252,6 +262,11 @@ export function throughput(created: readonly number[], rejected: readonly number
   };
 }
 
+/** One summary per group, by key. */
+function groupSummaries(groups: ReadonlyMap<string, readonly number[]>): GroupSummary[] {
+  return [...groups].map(([key, values]) => ({ key, summary: summarize(values)! })).sort((a, b) => a.key.localeCompare(b.key));
+}
+
 /** `unsafe\nS2` → `unsafe S2`. */
 function safetyLabel(verdict: string): string {
   return verdict.trim().split(/\s+/).join(' ');
@@ -273,6 +288,8 @@ export class ReportAggregator {
   private readonly instructionLengths: number[] = [];
   private readonly responseLengths: number[] = [];
   private readonly distances: number[] = [];
+  private readonly distancesByDecoding = new Map<string, number[]>();
+  private readonly distancesBySystemPrompt = new Map<string, number[]>();
   private readonly rewards: number[] = [];
   private readonly margins: number[] = [];
   private readonly created: number[] = [];
@@ -307,6 +324,7 @@ export class ReportAggregator {
         if (r.tag_failures.length) this.withTagFailures++;
         for (const f of r.tag_failures) this.failures.add(f.tag);
         this.tags(r);
+        if (r.min_neighbor_distance != null) this.distanceBySetting(r.gen_input_configs, r.min_neighbor_distance);
         return;
       }
       case 'magpie.PreferencePair': {
@@ -339,6 +357,16 @@ export class ReportAggregator {
   addUndecodable(topic: string, code: string, reason: string): void {
     this.undecodableCount++;
     this.undecodable.add(code, topic, reason);
+  }
+
+  private distanceBySetting(g: Conversation['gen_input_configs'], distance: number): void {
+    // Records from before mixtures have no keys: their sampling and system prompt still name the group.
+    const decoding = g.decoding_key ?? `t${g.temperature}-p${g.top_p}`;
+    const system = g.system_prompt_key ?? (g.system_prompt == null ? 'none' : 'custom');
+    for (const [groups, key] of [[this.distancesByDecoding, decoding], [this.distancesBySystemPrompt, system]] as const) {
+      const list = groups.get(key) ?? groups.set(key, []).get(key)!;
+      list.push(distance);
+    }
   }
 
   private common(schema: SchemaName, instruction: string, createdAt: number): void {
@@ -392,6 +420,8 @@ export class ReportAggregator {
       instructionLength: histogram(this.instructionLengths),
       responseLength: histogram(this.responseLengths),
       minNeighborDistance: histogram(this.distances),
+      distanceByDecoding: groupSummaries(this.distancesByDecoding),
+      distanceBySystemPrompt: groupSummaries(this.distancesBySystemPrompt),
       reward: histogram(this.rewards),
       preferenceMargin: histogram(this.margins),
       rejectRules: this.rejectRules.list(),

@@ -59,14 +59,14 @@ describe('the local topology on SmolLM2 and MiniLM', () => {
   it('extracts instructions from the pre-query template alone, with their generation config', async () => {
     const instructions = (await readAll<Instruction>(kafka, serde, topic('magpie.instructions'), 'magpie.Instruction')).filter((i) => !naturalUuids.has(i.uuid));
     const rejects = (await readAll<Rejected>(kafka, serde, topic('magpie.rejects'), 'magpie.Rejected')).filter((r) => r.stage === 'instructions');
-    expect(instructions.length + rejects.length).toBe(COUNT);
-    expect(instructions.length).toBeGreaterThanOrEqual(20);
+    // The count is of instructions in the topic: rejected samples are asked for again.
+    expect(instructions.length).toBe(COUNT);
     for (const ins of instructions) {
       expect(ins.instruction.trim()).toBe(ins.instruction);
       expect(ins.instruction.length).toBeGreaterThan(0);
       for (const token of TEMPLATE_TOKENS) expect(ins.instruction).not.toContain(token);
       // SmolLM2's own default system prompt precedes the ChatML user header (its chat template does the same).
-      expect(ins.gen_input_configs).toMatchObject({ temperature: 1, top_p: 1, max_tokens: 128, template_family: 'smollm2' });
+      expect(ins.gen_input_configs).toMatchObject({ temperature: 1, top_p: 1, max_tokens: 128, template_family: 'smollm2', decoding_key: 't1-p1', system_prompt_key: 'none' });
       expect(ins.gen_input_configs.pre_query_template).toMatch(/^<\|im_start\|>system\n.+<\|im_end\|>\n<\|im_start\|>user\n$/s);
       expect(ins.gen_input_configs.input_generator).toMatch(/^llamacpp:/);
       expect(ins.model).toBe('HuggingFaceTB/SmolLM2-135M-Instruct');

@@ -159,6 +159,14 @@ describe('OpenAIBackend request bodies (vLLM)', () => {
     expect(srv.seen[0]!.body).not.toHaveProperty('response_format');
   });
 
+  it('keeps the thinking part a reasoning parser returns apart from the answer', async () => {
+    const srv = await startServer((_seen, res) =>
+      json(res, 200, { choices: [{ index: 0, message: { role: 'assistant', content: 'It is 4.', reasoning_content: 'Two and two make four.' }, finish_reason: 'stop' }], usage: { completion_tokens: 9 } }),
+    );
+    const [out] = await backend(srv.url).chat({ messages: [{ role: 'user', content: '2+2?' }], temperature: 0, topP: 1, maxTokens: 64 });
+    expect(out).toEqual({ text: 'It is 4.', reasoning: 'Two and two make four.', finishReason: 'stop', tokens: 9 });
+  });
+
   it('posts chat turns to /chat/completions', async () => {
     const srv = await startServer((seen, res) => json(res, 200, vllmResponse(seen, ['Paris.'], ['stop'], 2)));
     const messages = [

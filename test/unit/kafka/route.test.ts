@@ -23,7 +23,7 @@ function instruction(i: number): Instruction {
   return {
     uuid: `u-${i}`,
     model: 'm',
-    gen_input_configs: { temperature: 1, top_p: 1, max_tokens: 64, input_generator: 'test', seed: null, template_family: 'chatml', pre_query_template: '<|im_start|>user\n', system_prompt: null, stop: [], stop_token_ids: [] },
+    gen_input_configs: { temperature: 1, top_p: 1, max_tokens: 64, input_generator: 'test', seed: null, template_family: 'chatml', pre_query_template: '<|im_start|>user\n', system_prompt: null, stop: [], stop_token_ids: [], system_prompt_key: null, decoding_key: null },
     instruction: `question ${i}`,
     finish_reason: 'stop',
     instruction_tokens: 3,

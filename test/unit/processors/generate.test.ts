@@ -35,12 +35,15 @@ class ScriptedBackend implements InferenceBackend {
 
 const ok = (text: string, tokens = 5): Completion => ({ text, finishReason: 'stop', tokens });
 
+const isProgress = (o: Outcome<unknown>) => o.kind === 'emit' && o.records.some((r) => r.port === 'progress');
+
+/** Every instruction outcome the source hands out until it is finished (progress records left out). */
 async function drain(gen: InstructionGenerator): Promise<Outcome<Instruction>[]> {
   const all: Outcome<Instruction>[] = [];
   for (;;) {
     const batch = await gen.next(100, ctx());
     if (batch.length === 0) return all;
-    all.push(...batch);
+    all.push(...(batch.filter((o) => !isProgress(o)) as Outcome<Instruction>[]));
   }
 }
 
@@ -88,7 +91,7 @@ describe('InstructionGenerator (Magpie step 1)', () => {
     expect(backend.requests[0]!.firstTokenBans).toBeUndefined();
     expect(backend.requests[1]!.firstTokenBans).toEqual([2, 567, 14711, 827]);
     expect(backend.requests[1]!.stopTokenIds).toContain(128008);
-    await expect(new InstructionGenerator(backend, instructionConfig({ template: 'chatml', firstTokenBans: 'markdown-headers' })).init()).rejects.toThrow(/markdown-header token ids/);
+    await expect(new InstructionGenerator(backend, instructionConfig({ template: 'chatml', firstTokenBans: 'markdown-headers' })).init(ctx(), { topicOf: (p) => p, restore: async () => ({ records: 0, next: 0n }) })).rejects.toThrow(/markdown-header token ids/);
   });
 
   it('with template: auto, sends the pre-query derived from the model\'s own chat template', async () => {
@@ -111,14 +114,16 @@ describe('InstructionGenerator (Magpie step 1)', () => {
     ];
     const backend = new ScriptedBackend(() => texts.map((t) => ok(t)));
     const outcomes = await drain(new InstructionGenerator(backend, instructionConfig({ count: 4 })));
-    expect(outcomes.map((o) => (o.kind === 'reject' ? o.rule : o.kind))).toEqual(['emit', 'emit', 'template_leak', 'template_leak']);
+    // The count is of clean instructions: the source asks again after the two leaks; the first answer shows the verdicts.
+    expect(outcomes.slice(0, 4).map((o) => (o.kind === 'reject' ? o.rule : o.kind))).toEqual(['emit', 'emit', 'template_leak', 'template_leak']);
   });
 
-  it('rejects empty, truncated and template-leaking instructions with the rule', async () => {
+  it('rejects empty, truncated and template-leaking instructions with the rule, and asks again until the count is clean', async () => {
     const texts: Completion[] = [ok('   '), { text: 'A cut off questi', finishReason: 'length', tokens: 64 }, ok('Hi<|im_start|>assistant\nHello'), ok('Name three rivers.')];
-    const backend = new ScriptedBackend(() => texts);
-    const outcomes = await drain(new InstructionGenerator(backend, instructionConfig({ count: 4 })));
-    expect(outcomes.map((o) => (o.kind === 'reject' ? o.rule : o.kind))).toEqual(['empty_instruction', 'truncated_instruction', 'template_leak', 'emit']);
+    const backend = new ScriptedBackend((req, i) => (i === 0 ? texts : Array.from({ length: req.n ?? 1 }, () => ok('Name a lake.'))));
+    const outcomes = await drain(new InstructionGenerator(backend, instructionConfig({ count: 4, inFlight: 1 })));
+    expect(outcomes.map((o) => (o.kind === 'reject' ? o.rule : o.kind))).toEqual(['empty_instruction', 'truncated_instruction', 'template_leak', 'emit', 'emit', 'emit', 'emit']);
+    expect(backend.requests.map((r) => r.n)).toEqual([4, 3]);
     const leak = outcomes[2] as { reason: string; record: Instruction };
     expect(leak.reason).toContain('<|im_start|>');
     expect(leak.record.uuid).toMatch(/[0-9a-f-]{36}/);
@@ -187,6 +192,31 @@ describe('ResponseGenerator (Magpie step 2 and multi-turn)', () => {
     expect(await gen.answer(makeInstruction(2, '   '), ctx())).toMatchObject({ kind: 'reject', rule: 'empty_instruction' });
     expect(backend.requests).toHaveLength(0);
     expect(await gen.answer(makeInstruction(3, 'Hi?'), ctx())).toMatchObject({ kind: 'reject', rule: 'empty_response' });
+  });
+
+  it('keeps a reasoning model\'s thinking apart from its answer, in the record and out of the turns', async () => {
+    const backend = new ScriptedBackend(() => [ok('<think>\nRayleigh scattering grows as 1/λ⁴.\n</think>\n\nBlue light scatters more.', 30)]);
+    const outcome = await new ResponseGenerator(backend, responseConfig({ reasoning: {} })).answer(makeInstruction(1, 'Why is the sky blue?'), ctx());
+    const c = (outcome as { records: { value: Conversation }[] }).records[0]!.value;
+    expect(c).toMatchObject({ reasoning: 'Rayleigh scattering grows as 1/λ⁴.', response: 'Blue light scatters more.', response_length: 25, response_tokens: 30 });
+    expect(c.conversations[1]).toEqual({ from: 'gpt', value: 'Blue light scatters more.' });
+    expect(c.gen_response_configs).toMatchObject({ output_generator: 'fake:model', temperature: 0, max_tokens: 32 });
+  });
+
+  it('takes the thinking a server returns apart (vLLM reasoning_content) and leaves tags alone when not asked to split', async () => {
+    const backend = new ScriptedBackend(() => [{ ...ok('Blue light scatters more.'), reasoning: ' Short wavelengths scatter. ' }]);
+    const c = ((await new ResponseGenerator(backend, responseConfig()).answer(makeInstruction(1), ctx())) as { records: { value: Conversation }[] }).records[0]!.value;
+    expect(c).toMatchObject({ reasoning: 'Short wavelengths scatter.', response: 'Blue light scatters more.' });
+    const plain = new ScriptedBackend(() => [ok('<think>x</think>y')]);
+    const p = ((await new ResponseGenerator(plain, responseConfig()).answer(makeInstruction(1), ctx())) as { records: { value: Conversation }[] }).records[0]!.value;
+    expect(p).toMatchObject({ reasoning: null, response: '<think>x</think>y' });
+  });
+
+  it('rejects an answer whose thinking never ended', async () => {
+    const backend = new ScriptedBackend(() => [{ text: '<think>Let me consider every case', finishReason: 'length', tokens: 32 }]);
+    const outcome = await new ResponseGenerator(backend, responseConfig({ reasoning: {} })).answer(makeInstruction(1), ctx());
+    expect(outcome).toMatchObject({ kind: 'reject', rule: 'unfinished_reasoning' });
+    expect((outcome as { reason: string }).reason).toMatch(/no <\/think> \(cut at maxTokens 32\)/);
   });
 
   it('flags a truncated answer', async () => {
