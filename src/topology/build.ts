@@ -157,9 +157,13 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   const client = createKafka(topology.kafka, logger);
   const runners = new Map<string, Runner>();
   const stopping = new Set<string>();
+  // A refusal while the stages start fails the start itself: no caller is listening for 'fatal' yet.
+  let refusedAtStart: KafkaAccessError | undefined;
+  let started = false;
   // A refused stage stops (its uncommitted chunk is abandoned, so consumed again later) or keeps retrying.
   const deny = (names: readonly string[]) => (err: KafkaAccessError) => {
     if (topology.kafka.onAccessDenied === 'wait') return;
+    if (!started) refusedAtStart ??= err;
     for (const name of names) {
       const runner = runners.get(name);
       if (!runner || stopping.has(name)) continue;
@@ -201,6 +205,8 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
         await runner.start();
       }
     }
+    if (refusedAtStart) throw refusedAtStart;
+    started = true;
   } catch (err) {
     await Promise.allSettled([...runners.values()].map((r) => r.stop(0)));
     await resources.close();
