@@ -202,9 +202,13 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   const client = createKafka(topology.kafka, logger);
   const runners = new Map<string, Runner>();
   const stopping = new Set<string>();
+  // A refusal while the stages start fails the start itself: no caller is listening for 'fatal' yet.
+  let refusedAtStart: KafkaAccessError | undefined;
+  let started = false;
   // A refused stage stops (its uncommitted chunk is abandoned, so consumed again later) or keeps retrying.
   const deny = (names: readonly string[]) => (err: KafkaAccessError) => {
     if (topology.kafka.onAccessDenied === 'wait') return;
+    if (!started) refusedAtStart ??= err;
     for (const name of names) {
       const runner = runners.get(name);
       if (!runner || stopping.has(name)) continue;
@@ -250,6 +254,8 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
         await runner.start();
       }
     }
+    if (refusedAtStart) throw refusedAtStart;
+    started = true;
   } catch (err) {
     logger.fatal({ stage: starting, err: err instanceof Error ? err.message : String(err) }, starting ? `stage ${starting} cannot start` : 'resources cannot be loaded');
     await Promise.allSettled([...runners.values()].map((r) => r.stop(0)));
