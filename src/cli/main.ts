@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
-import { reportError } from './common.js';
+import { reportError, type GlobalOptions } from './common.js';
+import { LOG_FORMATS } from './output-formats.js';
 import { registerRun } from './commands/run.js';
 import { registerTopics } from './commands/topics.js';
 import { registerTopology } from './commands/topology.js';
@@ -15,6 +16,8 @@ const program = new Command('magpie')
   .addOption(new Option('--brokers <list>', 'Kafka bootstrap servers, comma separated (overrides the topology and KAFKA_BROKERS)'))
   .addOption(new Option('--prefix <prefix>', 'prefix for every topic name of the topology'))
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']))
+  .addOption(new Option('--log-format <format>', 'logs as readable lines with a live progress line (default on a terminal) or JSON lines (default when piped)').choices(LOG_FORMATS))
+  .option('--verbose', 'on failure, print the stack trace and causes too')
   .showHelpAfterError()
   .enablePositionalOptions();
 
@@ -31,5 +34,5 @@ registerReport(program);
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  reportError(err);
+  reportError(err, program.opts<GlobalOptions>().verbose ?? process.argv.includes('--verbose'));
 }

@@ -38,6 +38,11 @@ export interface Completion {
   finishReason: 'stop' | 'length';
   /** Tokens generated. */
   tokens: number;
+  /**
+   * Prompt tokens the backend evaluated for this completion, when it reports them; siblings of one request
+   * that shared a prompt evaluation carry it on the first only, so a sum over completions is the true total.
+   */
+  promptTokens?: number;
 }
 
 /**

@@ -6,6 +6,7 @@ import type { Embedder } from '../embedding/embedder.js';
 import { createEmbedder } from '../embedding/transformers.js';
 import type { InferenceBackend } from '../inference/backend.js';
 import { createBackend } from '../inference/factory.js';
+import { instrumentBackend } from '../inference/instrumented.js';
 import { ensureTopics } from '../kafka/admin.js';
 import { createKafka } from '../kafka/client.js';
 import type { RouteTarget } from '../kafka/route.js';
@@ -51,6 +52,7 @@ export class Resources {
   constructor(
     private readonly topology: Topology,
     private readonly logger: Logger,
+    private readonly metrics?: StageMetrics,
   ) {}
 
   /** Loads what the given stages reference (their `backend`, `judge` and `embedder` fields). */
@@ -61,7 +63,8 @@ export class Resources {
         if (typeof name === 'string' && !this.backends.has(name)) {
           const config = this.topology.backends[name];
           if (!config) throw new ConfigError(`stage ${stage.name}: no backend named '${name}'`);
-          this.backends.set(name, await createBackend(name, config, this.logger));
+          const backend = await createBackend(name, config, this.logger);
+          this.backends.set(name, this.metrics ? instrumentBackend(name, backend, this.metrics) : backend);
         }
       }
       const name = stage.config['embedder'];
@@ -137,7 +140,7 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   if (options.createTopics !== false) await createTopologyTopics(kafka, topology, logger);
   const serde = await createSerde({ kafka, config: topology.serde, logger });
   const metrics = options.metrics ?? new StageMetrics();
-  const resources = new Resources(topology, logger);
+  const resources = new Resources(topology, logger, metrics);
   const runners = new Map<string, Runner>();
   try {
     // A replaced processor does not use its stage's backends: they are not loaded for it.
@@ -148,6 +151,8 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
       const target = routeTarget(stage);
       const def = stage.definition;
       if (def.kind === 'source') {
+        const count = (stage.config as { count?: unknown }).count;
+        if (typeof count === 'number') metrics.setSourceTarget(stage.name, count);
         const runner = new SourceRunner(def.create(stage.config as never, deps), {
           kafka, serde, logger, metrics, target, batchSize: stage.batchSize, exactlyOnce: stage.exactlyOnce, transactionalId: `${stage.groupId}-source`,
         });

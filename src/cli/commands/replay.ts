@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { runReplay, type ReplaySummary } from '../../topology/replay.js';
+import type { ReplaySummary } from '../../topology/replay.js';
 import { cliLogger, loadTopology, untilSignal, type GlobalOptions } from '../common.js';
 
 interface ReplayCliOptions {
@@ -33,8 +33,10 @@ Examples:
   magpie replay topologies/magpie-pro.yaml --stages tag-language,filter --from magpie.tagged --to magpie.filtered-v2`)
     .action(async (file: string, opts: ReplayCliOptions) => {
       const global = program.opts<GlobalOptions>();
-      const logger = cliLogger(global);
+      const logger = await cliLogger(global);
       const topology = await loadTopology(file, global);
+      const [{ runReplay }, { probeBrokers }] = await Promise.all([import('../../topology/replay.js'), import('../../kafka/probe.js')]);
+      await probeBrokers(topology.kafka.brokers);
       const stop = new AbortController();
       void untilSignal(logger).then(() => stop.abort());
       const summary = await runReplay(

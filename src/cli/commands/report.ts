@@ -1,13 +1,8 @@
 import { rename, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { ConfigError } from '../../core/errors.js';
-import { createKafka } from '../../kafka/client.js';
-import { collectReport } from '../../report/collect.js';
-import { renderReport } from '../../report/html.js';
 import { SCHEMA_NAMES, type SchemaName } from '../../serde/schemas.js';
-import { createSerde } from '../../serde/serde.js';
-import { kafkaConfigSchema, serdeConfigSchema } from '../../topology/schema.js';
-import { brokersFrom, cliLogger, type GlobalOptions } from '../common.js';
+import { cliLogger, connectKafka, type GlobalOptions } from '../common.js';
 
 interface ReportOptions {
   topic: string;
@@ -35,9 +30,9 @@ export function registerReport(program: Command): void {
         throw new ConfigError(`--schema: '${opts.schema}' is not reported on (one of ${REPORTED.join(', ')}; all schemas: ${SCHEMA_NAMES.join(', ')})`);
       }
       const global = program.opts<GlobalOptions>();
-      const logger = cliLogger(global);
-      const kafka = createKafka(kafkaConfigSchema.parse({ brokers: brokersFrom(global) }), logger);
-      const serde = createSerde({ kafka, config: serdeConfigSchema.parse({}), logger });
+      const logger = await cliLogger(global);
+      const { kafka, serde } = await connectKafka(global, logger);
+      const [{ collectReport }, { renderReport }] = await Promise.all([import('../../report/collect.js'), import('../../report/html.js')]);
       const controller = new AbortController();
       process.once('SIGINT', () => controller.abort());
       try {
