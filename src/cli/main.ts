@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { reportError, type GlobalOptions } from './common.js';
+import { reportError } from './common.js';
 import { LOG_FORMATS } from './output-formats.js';
 import { registerRun } from './commands/run.js';
 import { registerTopics } from './commands/topics.js';
@@ -17,7 +17,7 @@ const program = new Command('magpie')
   .addOption(new Option('--prefix <prefix>', 'prefix for every topic name of the topology'))
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']))
   .addOption(new Option('--log-format <format>', 'logs as readable lines with a live progress line (default on a terminal) or JSON lines (default when piped)').choices(LOG_FORMATS))
-  .option('--verbose', 'on failure, print the stack trace and causes too')
+  .option('--verbose', 'on failure, print the stack trace and causes too (accepted anywhere on the line)')
   .showHelpAfterError()
   .enablePositionalOptions();
 
@@ -31,8 +31,10 @@ registerExport(program);
 registerReplay(program);
 registerReport(program);
 
+// --verbose is wanted after a failure, typed at the end of the line that failed: taken from anywhere.
+const verbose = process.argv.includes('--verbose');
 try {
-  await program.parseAsync(process.argv);
+  await program.parseAsync(process.argv.filter((arg, i) => i < 2 || arg !== '--verbose'));
 } catch (err) {
-  reportError(err, program.opts<GlobalOptions>().verbose ?? process.argv.includes('--verbose'));
+  reportError(err, verbose);
 }
