@@ -32,7 +32,7 @@ function chain(err: unknown): unknown[] {
 export function describeFailure(err: unknown): Failure {
   if (err instanceof MagpieError) return { message: err.message, code: err.code, known: true };
   const errors = chain(err) as KafkaJsLike[];
-  const connection = errors.find((e) => e.name === 'KafkaJSConnectionError' || e.name === 'KafkaJSConnectionClosedError' || e.name === 'KafkaJSBrokerNotFound');
+  const connection = errors.find((e) => e.name === 'KafkaJSConnectionError' || e.name === 'KafkaJSConnectionClosedError' || e.name === 'KafkaJSBrokerNotFound' || e.name === 'KafkaJSNoBrokerAvailableError');
   if (connection) {
     return { message: `lost or could not open the connection to Kafka${connection.broker ? ` at ${connection.broker}` : ''} (${connection.message}): is the broker running? ${START_BROKER_HINT}`, code: 'KAFKA_UNREACHABLE', known: true };
   }
