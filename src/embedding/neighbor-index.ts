@@ -1,5 +1,10 @@
-import { Index, MetricKind, ScalarKind } from 'usearch';
+import { createRequire } from 'node:module';
+import type { Index } from 'usearch';
 import { z } from 'zod';
+
+// The native index is loaded by the first NeighborIndex, not by every command that only reads a topology.
+const require = createRequire(import.meta.url);
+let usearch: typeof import('usearch') | undefined;
 
 /**
  * HNSW settings. The defaults give exact top-k on every test set we measured (3,000-5,000 random unit
@@ -38,10 +43,11 @@ export class NeighborIndex {
     readonly dimensions: number,
     config: NeighborIndexConfig = DEFAULT_NEIGHBOR_INDEX,
   ) {
-    this.index = new Index({
+    usearch ??= require('usearch') as typeof import('usearch');
+    this.index = new usearch.Index({
       dimensions,
-      metric: MetricKind.Cos,
-      quantization: ScalarKind.F32,
+      metric: usearch.MetricKind.Cos,
+      quantization: usearch.ScalarKind.F32,
       connectivity: config.connectivity,
       expansion_add: config.expansionAdd,
       expansion_search: config.expansionSearch,
