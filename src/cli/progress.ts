@@ -4,9 +4,12 @@ import type { Terminal } from './output.js';
 
 type StageCounts = Pick<StageTotals, 'in' | 'out' | 'rejected' | 'deadLettered'>;
 
+/** Records a stage has handled: its input, or for a source what it produced (kept or rejected). */
+const handled = (c: StageCounts) => c.in || c.out + c.rejected;
+
 /** `responses 12→11 (1 rejected) 0.4/s`: what a person watching a run wants to read. `out` is the main port. */
 export function describeStage(stage: string, c: StageCounts, perSecond: number, target?: number): string {
-  const flow = c.in > 0 ? `${c.in}→${c.out}` : target ? `${c.out}/${target} out (${Math.floor((100 * c.out) / target)}%)` : `${c.out} out`;
+  const flow = c.in > 0 ? `${c.in}→${c.out}` : target ? `${handled(c)}/${target} (${Math.floor((100 * handled(c)) / target)}%) ${c.out} out` : `${c.out} out`;
   const extra = [c.rejected ? `${c.rejected} rejected` : '', c.deadLettered ? `${c.deadLettered} dead-lettered` : ''].filter(Boolean).join(', ');
   return `${stage} ${flow}${extra ? ` (${extra})` : ''} ${perSecond.toFixed(1)}/s`;
 }
@@ -18,9 +21,6 @@ export function formatDuration(seconds: number): string {
   if (s >= 60) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
   return `${s}s`;
 }
-
-/** Records a stage has handled: its input, or for a source what it produced. */
-const handled = (c: StageCounts) => c.in || c.out + c.rejected;
 
 /**
  * Progress of a running topology. On a terminal: one live line, redrawn every second (stage flow, rates over
@@ -49,7 +49,7 @@ export function startProgress(
     const parts = names.map((s) => {
       const c = counts.get(s)!;
       const target = metrics.stageTarget(s);
-      if (target !== undefined && rate(s) > 0) eta = Math.max(eta ?? 0, Math.max(0, target - c.out) / rate(s));
+      if (target !== undefined && rate(s) > 0) eta = Math.max(eta ?? 0, Math.max(0, target - handled(c)) / rate(s));
       return describeStage(s, c, rate(s), target);
     });
     return { text: `${parts.join(' | ')}${eta === undefined ? '' : ` | ETA ${formatDuration(eta)}`}`, counts, eta };

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError } from '../../../src/core/errors.js';
 import { StageMetrics } from '../../../src/core/metrics.js';
 import { createCliLogger, logFormatFor, Terminal, type TerminalStream } from '../../../src/cli/output.js';
@@ -81,13 +81,32 @@ describe('progress', () => {
     const progress = startProgress(metrics, ['dedupe', 'instructions'], { intervalMs: 10_000, logger, terminal });
     logger.info('a log line meanwhile');
     progress.stop();
-    const status = 'instructions 40/100 out (40%) (2 rejected) 0.0/s | dedupe 40→38 0.0/s';
+    const status = 'instructions 42/100 (42%) 40 out (2 rejected) 0.0/s | dedupe 40→38 0.0/s';
     // The log line is written on its own line; the final status is drawn after it and then finished with a newline.
     const [logPart, statusPart] = stream.text.split('\n');
     expect(logPart).toMatch(/INFO: a log line meanwhile$/);
     expect(statusPart).toBe(`${CLEAR}${status}`);
     expect(stream.text.endsWith('\n')).toBe(true);
     expect(stream.text).not.toContain('progress:');
+  });
+
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('shows rates over the window and an ETA for a source with a count', () => {
+    vi.useFakeTimers({ now: 0 });
+    const stream = fakeStream(true);
+    const terminal = new Terminal(stream);
+    const metrics = new StageMetrics();
+    metrics.setSourceTarget('instructions', 100);
+    const logger = createCliLogger({ level: 'info', format: 'pretty', terminal, colorize: false });
+    const progress = startProgress(metrics, ['instructions'], { intervalMs: 10_000, logger, terminal, windowMs: 30_000 });
+    metrics.record('instructions', { in: 0, out: 8, rejected: 2, deadLettered: 0 });
+    vi.advanceTimersByTime(10_000);
+    progress.stop();
+    // 10 handled in 10 s: 1.0/s, 90 to go.
+    expect(stream.text.split(CLEAR).at(-1)).toBe('instructions 10/100 (10%) 8 out (2 rejected) 1.0/s | ETA 1m30s\n');
   });
 
   it('when piped is a JSON log line with every stage\'s counts and ports', () => {
@@ -98,7 +117,7 @@ describe('progress', () => {
     const logger = createCliLogger({ level: 'info', format: 'json', terminal });
     startProgress(metrics, ['dedupe', 'instructions'], { intervalMs: 10_000, logger, terminal }).stop();
     const line = JSON.parse(stream.text.trim()) as { msg: string; stages: Record<string, { in: number; out: number; ports: Record<string, number> }> };
-    expect(line.msg).toBe('progress: instructions 40/100 out (40%) (2 rejected) 0.0/s | dedupe 40→38 0.0/s');
+    expect(line.msg).toBe('progress: instructions 42/100 (42%) 40 out (2 rejected) 0.0/s | dedupe 40→38 0.0/s');
     expect(line.stages.dedupe).toMatchObject({ in: 40, out: 38, ports: { out: 38, changelog: 38 } });
     expect(stream.text).not.toContain(CLEAR);
   });
