@@ -10,6 +10,7 @@ import { registerSchemas } from './commands/schemas.js';
 import { registerExport } from './commands/export.js';
 import { registerReplay } from './commands/replay.js';
 import { registerReport } from './commands/report.js';
+import { registerTrace } from './commands/trace.js';
 
 const program = new Command('magpie')
   .description('Streaming Magpie alignment-data synthesis on Apache Kafka')
@@ -30,6 +31,7 @@ registerSchemas(program);
 registerExport(program);
 registerReplay(program);
 registerReport(program);
+registerTrace(program);
 
 // --verbose is wanted after a failure, typed at the end of the line that failed: taken from anywhere.
 const verbose = process.argv.includes('--verbose');
