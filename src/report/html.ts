@@ -82,7 +82,8 @@ function tickFormat(first: number | null, last: number | null): (ms: number) => 
   return (ms) => formatTime(ms).slice(sameDay ? 11 : 5);
 }
 
-export function renderReport(data: ReportData): string {
+/** The page; `head` adds to its head (the live report's refresh script). */
+export function renderReport(data: ReportData, head = ''): string {
   const t = data.totals;
   const tagged = t.taggable;
   const span = data.throughput.first === null || data.throughput.last === null ? '–' : `${formatTime(data.throughput.first)} → ${formatTime(data.throughput.last)} UTC`;
@@ -137,7 +138,7 @@ export function renderReport(data: ReportData): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>${escapeHtml(data.title)}</title>
-<style>${CSS}</style>
+<style>${CSS}</style>${head}
 </head>
 <body>
 <h1>${escapeHtml(data.title)}</h1>
