@@ -17,8 +17,9 @@ import { filterSuite } from './suites/filter.js';
 import { embeddingSuite } from './suites/embedding.js';
 import { neighborsSuite } from './suites/neighbors.js';
 import { dedupeSuite } from './suites/dedupe.js';
+import { startupSuite } from './suites/startup.js';
 
-const SUITES: readonly Suite[] = [pipelineSuite, kafkaSuite, serdeSuite, filterSuite, embeddingSuite, neighborsSuite, dedupeSuite];
+const SUITES: readonly Suite[] = [pipelineSuite, kafkaSuite, serdeSuite, filterSuite, embeddingSuite, neighborsSuite, dedupeSuite, startupSuite];
 
 const { values } = parseArgs({
   options: {
