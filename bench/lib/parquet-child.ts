@@ -64,7 +64,10 @@ async function withArrowWasm(): Promise<void> {
         } as never);
       }
       const batch = new RecordBatch(schema, builder.finish().toVector().data[0]!);
-      for (const b of wasm.Table.fromIPCStream(tableToIPC(new Table([batch]), 'stream')).recordBatches()) controller.enqueue(b);
+      // The wasm table is freed by hand: wasm memory only grows, and a group left to the GC stays in it.
+      const table = wasm.Table.fromIPCStream(tableToIPC(new Table([batch]), 'stream'));
+      for (const b of table.recordBatches()) controller.enqueue(b);
+      table.free();
     },
   });
   const bytes = await wasm.transformParquetStream(batches, props);
