@@ -130,5 +130,8 @@ describe('live report page', () => {
     const tiles = await browser.evaluate<string[]>(`[...document.querySelectorAll('.tile')].map((t) => t.innerText.replace(/\\s+/g, ' ').trim())`);
     expect(tiles).toContain('7 records');
     expect(tiles).toContain('1 rejects');
+    // The newest records are shown as examples: one written after the page opened is among them.
+    const latest = await browser.evaluate<string>(`document.querySelector('[data-chart="latest-records"]').innerText`);
+    expect(latest).toContain(makeConversation(7).instruction);
   });
 });
