@@ -54,6 +54,13 @@ export async function connectKafka(opts: GlobalOptions, logger: Logger): Promise
   return { kafka, serde: createSerde({ kafka, config: serdeConfigSchema.parse({}), logger }) };
 }
 
+/** Checks, before anything connects, that the topology's brokers (and schema registry, if any) answer. */
+export async function probeTopology(topology: Topology): Promise<void> {
+  const [{ probeBrokers }, { probeSchemaRegistry }] = await Promise.all([import('../kafka/probe.js'), import('../serde/registry-probe.js')]);
+  await probeBrokers(topology.kafka.brokers);
+  if (topology.serde.registry) await probeSchemaRegistry(topology.serde.registry.url);
+}
+
 /**
  * Prints an error the way a user can act on it: one line saying what failed and what to do; the stack and
  * causes only with --verbose. Sets the exit code (2 for bad configuration, else 1).

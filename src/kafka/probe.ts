@@ -1,5 +1,5 @@
-import { connect } from 'node:net';
 import { MagpieError } from '../core/errors.js';
+import { reachable } from '../core/reachable.js';
 
 /** What a person does when no broker answers: start the local one, or point at a running one. */
 export const START_BROKER_HINT =
@@ -7,21 +7,7 @@ export const START_BROKER_HINT =
 
 function reach(broker: string, timeoutMs: number): Promise<void> {
   const at = broker.lastIndexOf(':');
-  const host = at > 0 ? broker.slice(0, at).replace(/^\[|\]$/g, '') : broker;
-  const port = at > 0 ? Number(broker.slice(at + 1)) : 9092;
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host, port });
-    const fail = (reason: string) => {
-      socket.destroy();
-      reject(new Error(reason));
-    };
-    socket.setTimeout(timeoutMs, () => fail(`no answer within ${timeoutMs} ms`));
-    socket.once('connect', () => {
-      socket.end();
-      resolve();
-    });
-    socket.once('error', (err: NodeJS.ErrnoException) => fail(err.code ?? err.message));
-  });
+  return reachable(at > 0 ? broker.slice(0, at).replace(/^\[|\]$/g, '') : broker, at > 0 ? Number(broker.slice(at + 1)) : 9092, timeoutMs);
 }
 
 /**

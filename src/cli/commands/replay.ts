@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { ReplaySummary } from '../../topology/replay.js';
-import { cliLogger, loadTopology, untilSignal, type GlobalOptions } from '../common.js';
+import { cliLogger, loadTopology, probeTopology, untilSignal, type GlobalOptions } from '../common.js';
 
 interface ReplayCliOptions {
   from: string;
@@ -35,8 +35,8 @@ Examples:
       const global = program.opts<GlobalOptions>();
       const logger = await cliLogger(global);
       const topology = await loadTopology(file, global);
-      const [{ runReplay }, { probeBrokers }] = await Promise.all([import('../../topology/replay.js'), import('../../kafka/probe.js')]);
-      await probeBrokers(topology.kafka.brokers);
+      const { runReplay } = await import('../../topology/replay.js');
+      await probeTopology(topology);
       const stop = new AbortController();
       void untilSignal(logger).then(() => stop.abort());
       const summary = await runReplay(

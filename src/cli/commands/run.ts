@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { Command } from 'commander';
 import type { Logger } from '../../core/logger.js';
 import type { StageMetrics } from '../../core/metrics.js';
-import { cliLogger, loadTopology, untilSignal, type GlobalOptions } from '../common.js';
+import { cliLogger, loadTopology, probeTopology, untilSignal, type GlobalOptions } from '../common.js';
 
 interface RunOptions {
   stage?: string[];
@@ -41,16 +41,15 @@ export function registerRun(program: Command): void {
       const global = program.opts<GlobalOptions>();
       const logger = await cliLogger(global);
       const topology = await loadTopology(file, global);
-      const [{ StageMetrics }, { runTopology }, { waitUntilDrained }, { probeBrokers }, { watchConsumerLag }, { startProgress }, { logFormatFor, stderrTerm }] = await Promise.all([
+      const [{ StageMetrics }, { runTopology }, { waitUntilDrained }, { watchConsumerLag }, { startProgress }, { logFormatFor, stderrTerm }] = await Promise.all([
         import('../../core/metrics.js'),
         import('../../topology/build.js'),
         import('../../topology/drain.js'),
-        import('../../kafka/probe.js'),
         import('../../kafka/consumer-lag.js'),
         import('../progress.js'),
         import('../output.js'),
       ]);
-      await probeBrokers(topology.kafka.brokers);
+      await probeTopology(topology);
       const metrics = new StageMetrics({ defaultMetrics: true });
       const server = opts.metricsPort ? serveMetrics(metrics, Number(opts.metricsPort), logger) : undefined;
       const running = await runTopology(topology, logger, { ...(opts.stage ? { stages: opts.stage } : {}), metrics });

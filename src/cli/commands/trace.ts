@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { cliLogger, loadTopology, type GlobalOptions } from '../common.js';
+import { cliLogger, loadTopology, probeTopology, type GlobalOptions } from '../common.js';
 
 export function registerTrace(program: Command): void {
   program
@@ -15,13 +15,12 @@ Example:
       const global = program.opts<GlobalOptions>();
       const logger = await cliLogger(global);
       const topology = await loadTopology(file, global);
-      const [{ probeBrokers }, { createKafka }, { createSerde }, { traceRecord, describeTrace }] = await Promise.all([
-        import('../../kafka/probe.js'),
+      const [{ createKafka }, { createSerde }, { traceRecord, describeTrace }] = await Promise.all([
         import('../../kafka/client.js'),
         import('../../serde/serde.js'),
         import('../../topology/trace.js'),
       ]);
-      await probeBrokers(topology.kafka.brokers);
+      await probeTopology(topology);
       const kafka = createKafka(topology.kafka, logger);
       const serde = createSerde({ kafka, config: topology.serde, logger });
       const controller = new AbortController();

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, InferenceError } from '../../../src/core/errors.js';
 import { describeFailure } from '../../../src/cli/failures.js';
 import { probeBrokers } from '../../../src/kafka/probe.js';
+import { probeSchemaRegistry } from '../../../src/serde/registry-probe.js';
 
 describe('failures a person can act on', () => {
   it('a broker that cannot be reached, however deep kafkajs wraps it, says to start one', () => {
@@ -48,5 +49,13 @@ describe('broker probe', () => {
     const err = await probeBrokers(['127.0.0.1:9']).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'KAFKA_UNREACHABLE' });
     expect((err as Error).message).toContain('127.0.0.1:9: ECONNREFUSED');
+  });
+});
+
+describe('schema registry probe', () => {
+  it('fails with one line naming the registry, without the credentials of its URL', async () => {
+    const err = await probeSchemaRegistry('http://user:s3cret@127.0.0.1:9/').catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'SERDE_REGISTRY_UNREACHABLE' });
+    expect((err as Error).message).toBe('the schema registry at http://127.0.0.1:9 is not answering (ECONNREFUSED): start it, or fix serde.registry.url in the topology');
   });
 });
