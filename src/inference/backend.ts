@@ -49,6 +49,11 @@ export interface Completion {
   seed?: number;
   /** A reasoning model's thinking part, when the server returns it apart from the text (vLLM `reasoning_content`). */
   reasoning?: string;
+  /**
+   * Prompt tokens the backend evaluated for this completion, when it reports them; siblings of one request
+   * that shared a prompt evaluation carry it on the first only, so a sum over completions is the true total.
+   */
+  promptTokens?: number;
 }
 
 /**

@@ -320,6 +320,7 @@ export class LlamaCppBackend implements InferenceBackend {
     try {
       this.ensureOpen();
       const before = sequence.tokenMeter.usedOutputTokens;
+      const inputBefore = sequence.tokenMeter.usedInputTokens;
       const { response, metadata } = await completion.generateCompletionWithMeta(tokens, {
         maxTokens: req.maxTokens,
         temperature: req.temperature,
@@ -341,6 +342,7 @@ export class LlamaCppBackend implements InferenceBackend {
         finishReason: metadata.stopReason === 'maxTokens' ? 'length' : 'stop',
         tokens: sequence.tokenMeter.usedOutputTokens - before,
         ...(seed === undefined ? {} : { seed }),
+        promptTokens: sequence.tokenMeter.usedInputTokens - inputBefore,
       };
     } catch (err) {
       if (req.signal?.aborted) throw req.signal.reason;

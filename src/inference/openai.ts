@@ -72,7 +72,7 @@ interface WireChoice {
 
 interface WireResponse {
   choices?: WireChoice[];
-  usage?: { completion_tokens?: number };
+  usage?: { completion_tokens?: number; prompt_tokens?: number };
 }
 
 /** Any OpenAI-compatible server (vLLM first): raw `/completions` for pre-queries, `/chat/completions` for turns. */
@@ -346,6 +346,8 @@ export class OpenAIBackend implements InferenceBackend {
         finishReason: c.finish_reason === 'length' ? 'length' : 'stop',
         tokens: tokens[i]!,
         ...(typeof reasoning === 'string' ? { reasoning } : {}),
+        // One prompt evaluation for all n choices: counted on the first.
+        ...(data.usage?.prompt_tokens === undefined ? {} : { promptTokens: i === 0 ? data.usage.prompt_tokens : 0 }),
       };
     });
   }

@@ -82,6 +82,21 @@ export interface ReportSources {
   deadLetter?: string | undefined;
 }
 
+/** A record shown as an example: the newest ones (by created_at) give a feel for what the feed produces now. */
+export interface SampleRecord {
+  uuid: string;
+  createdAt: number;
+  instruction: string;
+  response: string | null;
+  taskCategory: string | null;
+  minNeighborDistance: number | null;
+}
+
+/** Records kept as examples, and the characters kept of each text. */
+const SAMPLES = 5;
+const SAMPLE_CHARS = 300;
+const clip = (text: string) => (text.length > SAMPLE_CHARS ? `${text.slice(0, SAMPLE_CHARS - 1)}…` : text);
+
 export interface ReportData {
   title: string;
   generatedAt: number;
@@ -128,6 +143,8 @@ export interface ReportData {
   deadLetterCodes: Grouped[];
   undecodableReasons: Grouped[];
   throughput: Throughput;
+  /** The newest records (created_at, then uuid), newest first: the same whatever order partitions were read in. */
+  latest: SampleRecord[];
 }
 
 const TAGS: readonly { tag: string; present: (r: Conversation | PreferencePair) => boolean }[] = [
@@ -294,6 +311,7 @@ export class ReportAggregator {
   private readonly margins: number[] = [];
   private readonly created: number[] = [];
   private readonly rejectedAt: number[] = [];
+  private readonly samples: SampleRecord[] = [];
   private records = 0;
   private rejects = 0;
   private deadLetters = 0;
@@ -312,11 +330,13 @@ export class ReportAggregator {
       case 'magpie.Instruction': {
         const r = value as Instruction;
         this.common(schema, r.instruction, r.created_at);
+        this.sample({ uuid: r.uuid, createdAt: r.created_at, instruction: r.instruction, response: null, taskCategory: null, minNeighborDistance: null });
         return;
       }
       case 'magpie.Conversation': {
         const r = value as Conversation;
         this.common(schema, r.instruction, r.created_at);
+        this.sample({ uuid: r.uuid, createdAt: r.created_at, instruction: r.instruction, response: r.response, taskCategory: r.task_category, minNeighborDistance: r.min_neighbor_distance });
         this.responseLengths.push(r.response.length);
         if (r.response_finish_reason === 'length') this.truncated++;
         if (r.is_duplicate) this.duplicates++;
@@ -330,6 +350,7 @@ export class ReportAggregator {
       case 'magpie.PreferencePair': {
         const r = value as PreferencePair;
         this.common(schema, r.instruction, r.created_at);
+        this.sample({ uuid: r.uuid, createdAt: r.created_at, instruction: r.instruction, response: r.chosen, taskCategory: r.task_category, minNeighborDistance: r.min_neighbor_distance });
         this.responseLengths.push(r.chosen.length);
         if (r.candidates.find((c) => c.response === r.chosen)?.finish_reason === 'length') this.truncated++;
         this.rewards.push(r.chosen_reward);
@@ -367,6 +388,14 @@ export class ReportAggregator {
       const list = groups.get(key) ?? groups.set(key, []).get(key)!;
       list.push(distance);
     }
+  }
+
+  private sample(r: SampleRecord): void {
+    const newer = (a: SampleRecord, b: SampleRecord) => a.createdAt > b.createdAt || (a.createdAt === b.createdAt && a.uuid > b.uuid);
+    if (this.samples.length === SAMPLES && !newer(r, this.samples.at(-1)!)) return;
+    const at = this.samples.findIndex((s) => newer(r, s));
+    this.samples.splice(at === -1 ? this.samples.length : at, 0, { ...r, instruction: clip(r.instruction), response: r.response === null ? null : clip(r.response) });
+    if (this.samples.length > SAMPLES) this.samples.pop();
   }
 
   private common(schema: SchemaName, instruction: string, createdAt: number): void {
@@ -428,6 +457,7 @@ export class ReportAggregator {
       deadLetterCodes: this.deadCodes.list(),
       undecodableReasons: this.undecodable.list(),
       throughput: throughput(this.created, this.rejectedAt),
+      latest: this.samples.map((r) => ({ ...r })),
     };
   }
 }

@@ -1,17 +1,9 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import { ConfigError } from '../../core/errors.js';
-import { createKafka } from '../../kafka/client.js';
-import { exportTopic } from '../../export/export-topic.js';
 import { EXPORT_FORMATS, REASONING_MODES, type ExportFormat, type ReasoningMode } from '../../export/formats.js';
-import { readProgress } from '../../export/progress.js';
-import { fileKindOf } from '../../export/row-writer.js';
-import { followToShards } from '../../export/shard-follower.js';
-import { describeSummary } from '../../export/training-rows.js';
 import { SCHEMA_NAMES, type SchemaName } from '../../serde/schemas.js';
-import { createSerde } from '../../serde/serde.js';
-import { kafkaConfigSchema, serdeConfigSchema } from '../../topology/schema.js';
-import { brokersFrom, cliLogger, untilSignal, type GlobalOptions } from '../common.js';
+import { cliLogger, connectKafka, untilSignal, type GlobalOptions } from '../common.js';
 
 interface ExportOptions {
   topic: string;
@@ -69,9 +61,15 @@ Examples:
       }
       if (opts.follow && opts.longest !== undefined) throw new ConfigError('--longest needs the whole topic: use it with --out, not --follow');
       const global = program.opts<GlobalOptions>();
-      const logger = cliLogger(global);
-      const kafka = createKafka(kafkaConfigSchema.parse({ brokers: brokersFrom(global) }), logger);
-      const serde = createSerde({ kafka, config: serdeConfigSchema.parse({}), logger });
+      const logger = await cliLogger(global);
+      const { kafka, serde } = await connectKafka(global, logger);
+      const [{ exportTopic }, { readProgress }, { fileKindOf }, { followToShards }, { describeSummary }] = await Promise.all([
+        import('../../export/export-topic.js'),
+        import('../../export/progress.js'),
+        import('../../export/row-writer.js'),
+        import('../../export/shard-follower.js'),
+        import('../../export/training-rows.js'),
+      ]);
       const common = { kafka, serde, logger, topic: opts.topic, format: opts.format, formatOptions: { reasoning: opts.reasoning }, ...(opts.schema ? { schema: opts.schema as SchemaName } : {}) };
       try {
         if (opts.follow) {

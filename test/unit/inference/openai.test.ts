@@ -185,7 +185,7 @@ describe('OpenAIBackend request bodies (vLLM)', () => {
       stop: ['<|eot_id|>'],
       skip_special_tokens: true,
     });
-    expect(out).toEqual([{ text: 'Paris.', finishReason: 'stop', tokens: 2 }]);
+    expect(out).toEqual([{ text: 'Paris.', finishReason: 'stop', tokens: 2, promptTokens: 5 }]);
   });
 
   it('strips the BOS for other servers and splits n into seeded single requests where n is ignored', async () => {

@@ -203,3 +203,19 @@ describe('ReportAggregator', () => {
     expect(r.distanceBySystemPrompt.find((g) => g.key === 'math')!.summary).toMatchObject({ min: 0.5, max: 0.7, median: 0.6 });
   });
 });
+
+describe('latest records', () => {
+  it('are the newest five by created_at, newest first, whatever order they were read in, with long texts cut', () => {
+    const records = Array.from({ length: 9 }, (_, i) => tagged(i, {}, i === 8 ? 'x'.repeat(500) : `question ${i}?`));
+    const forward = new ReportAggregator({ topic: 't' });
+    const shuffled = new ReportAggregator({ topic: 't' });
+    for (const r of records) forward.add('magpie.Conversation', r);
+    for (const r of [...records].reverse().sort((a, b) => (a.uuid < b.uuid ? -1 : 1))) shuffled.add('magpie.Conversation', r);
+    const latest = forward.result('r', 0).latest;
+    expect(latest.map((s) => s.uuid)).toEqual([8, 7, 6, 5, 4].map((i) => records[i]!.uuid));
+    expect(shuffled.result('r', 0).latest).toEqual(latest);
+    expect(latest[0]!.instruction).toHaveLength(300);
+    expect(latest[0]!.instruction.endsWith('…')).toBe(true);
+    expect(latest[1]).toMatchObject({ instruction: 'question 7?', response: `${records[7]!.response.slice(0, 299)}…`, createdAt: records[7]!.created_at });
+  });
+});
