@@ -12,11 +12,17 @@ export function cliLogger(opts: GlobalOptions): Logger {
   return createLogger({ level: opts.logLevel ?? process.env.MAGPIE_LOG_LEVEL ?? 'info' });
 }
 
-export function loadTopology(file: string, opts: GlobalOptions): Promise<Topology> {
-  return loadTopologyFile(file, {
+/** Loads a topology with the global options applied; its warnings (e.g. an output nothing reads) go to the log. */
+export async function loadTopology(file: string, opts: GlobalOptions): Promise<Topology> {
+  const topology = await loadTopologyFile(file, {
     ...(opts.brokers ? { brokers: opts.brokers.split(',').map((b) => b.trim()) } : {}),
     ...(opts.prefix !== undefined ? { topicPrefix: opts.prefix } : {}),
   });
+  if (topology.warnings.length) {
+    const logger = cliLogger(opts);
+    for (const warning of topology.warnings) logger.warn(warning);
+  }
+  return topology;
 }
 
 /** Brokers from --brokers, else KAFKA_BROKERS, else the local broker's default address. */

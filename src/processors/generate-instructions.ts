@@ -160,6 +160,7 @@ export const generateInstructions = defineSource({
   description: 'Magpie instruction extraction: samples user queries from the pre-query template alone; rejects empty, truncated and template-leaking ones.',
   config,
   outputSchema: 'magpie.Instruction',
+  uses: (c) => ({ backends: [c.backend] }),
   create: (c, deps) => new InstructionGenerator(deps.backend(c.backend), c),
 });
 

@@ -9,7 +9,7 @@ import { fileKindOf } from '../../export/row-writer.js';
 import { followToShards } from '../../export/shard-follower.js';
 import { describeSummary } from '../../export/training-rows.js';
 import { SCHEMA_NAMES, type SchemaName } from '../../serde/schemas.js';
-import { createSerde } from '../../serde/serde.js';
+import { createKafkaSerde } from '../../kafka/schema-store.js';
 import { kafkaConfigSchema, serdeConfigSchema } from '../../topology/schema.js';
 import { brokersFrom, cliLogger, untilSignal, type GlobalOptions } from '../common.js';
 
@@ -64,7 +64,7 @@ Examples:
       const global = program.opts<GlobalOptions>();
       const logger = cliLogger(global);
       const kafka = createKafka(kafkaConfigSchema.parse({ brokers: brokersFrom(global) }), logger);
-      const serde = createSerde({ kafka, config: serdeConfigSchema.parse({}), logger });
+      const serde = createKafkaSerde(kafka, serdeConfigSchema.parse({}), logger);
       const common = { kafka, serde, logger, topic: opts.topic, format: opts.format, ...(opts.schema ? { schema: opts.schema as SchemaName } : {}) };
       try {
         if (opts.follow) {

@@ -4,9 +4,9 @@ import type { Command } from 'commander';
 import { RecordError } from '../../core/errors.js';
 import { fetchMessageLimits } from '../../kafka/admin.js';
 import { createKafka, createProducer } from '../../kafka/client.js';
+import { createKafkaSerde } from '../../kafka/schema-store.js';
 import { largestMessage, messageBytes, planSends, type OutboundMessage } from '../../kafka/send-plan.js';
 import { SCHEMA_NAMES, type SchemaName } from '../../serde/schemas.js';
-import { createSerde } from '../../serde/serde.js';
 import { kafkaConfigSchema, serdeConfigSchema } from '../../topology/schema.js';
 import { brokersFrom, cliLogger, type GlobalOptions } from '../common.js';
 
@@ -23,7 +23,7 @@ export function registerProduce(program: Command): void {
       const global = program.opts<GlobalOptions>();
       const logger = cliLogger(global);
       const kafka = createKafka(kafkaConfigSchema.parse({ brokers: brokersFrom(global) }), logger);
-      const serde = await createSerde({ kafka, config: serdeConfigSchema.parse({}), logger });
+      const serde = createKafkaSerde(kafka, serdeConfigSchema.parse({}), logger);
       const admin = kafka.admin();
       await admin.connect();
       const limit = (await fetchMessageLimits(admin, [topic]))[topic]!;

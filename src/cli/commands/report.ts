@@ -5,7 +5,7 @@ import { createKafka } from '../../kafka/client.js';
 import { collectReport } from '../../report/collect.js';
 import { renderReport } from '../../report/html.js';
 import { SCHEMA_NAMES, type SchemaName } from '../../serde/schemas.js';
-import { createSerde } from '../../serde/serde.js';
+import { createKafkaSerde } from '../../kafka/schema-store.js';
 import { kafkaConfigSchema, serdeConfigSchema } from '../../topology/schema.js';
 import { brokersFrom, cliLogger, type GlobalOptions } from '../common.js';
 
@@ -37,7 +37,7 @@ export function registerReport(program: Command): void {
       const global = program.opts<GlobalOptions>();
       const logger = cliLogger(global);
       const kafka = createKafka(kafkaConfigSchema.parse({ brokers: brokersFrom(global) }), logger);
-      const serde = createSerde({ kafka, config: serdeConfigSchema.parse({}), logger });
+      const serde = createKafkaSerde(kafka, serdeConfigSchema.parse({}), logger);
       const controller = new AbortController();
       process.once('SIGINT', () => controller.abort());
       try {

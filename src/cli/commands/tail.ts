@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { createKafka } from '../../kafka/client.js';
 import { readTopic } from '../../kafka/read-topic.js';
 import { SCHEMA_NAMES, type SchemaName } from '../../serde/schemas.js';
-import { createSerde } from '../../serde/serde.js';
+import { createKafkaSerde } from '../../kafka/schema-store.js';
 import { kafkaConfigSchema, serdeConfigSchema } from '../../topology/schema.js';
 import { brokersFrom, cliLogger, type GlobalOptions } from '../common.js';
 
@@ -27,7 +27,7 @@ export function registerTail(program: Command): void {
       const global = program.opts<GlobalOptions>();
       const logger = cliLogger(global);
       const kafka = createKafka(kafkaConfigSchema.parse({ brokers: brokersFrom(global) }), logger);
-      const serde = await createSerde({ kafka, config: serdeConfigSchema.parse({}), logger });
+      const serde = createKafkaSerde(kafka, serdeConfigSchema.parse({}), logger);
       const controller = new AbortController();
       process.once('SIGINT', () => controller.abort());
       try {

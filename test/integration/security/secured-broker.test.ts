@@ -15,8 +15,9 @@ import { createLogger, type Logger } from '../../../src/core/logger.js';
 import { applyAcls, describeRule, revokeAcls, topologyAcls, type AclRule } from '../../../src/kafka/acls.js';
 import { classifyAccessFailure } from '../../../src/kafka/auth-errors.js';
 import { createKafka } from '../../../src/kafka/client.js';
+import { createKafkaSerde } from '../../../src/kafka/schema-store.js';
 import type { Instruction } from '../../../src/serde/records.generated.js';
-import { createSerde, type RecordSerde } from '../../../src/serde/serde.js';
+import type { RecordSerde } from '../../../src/serde/serde.js';
 import { createTopologyTopics, runTopology, type RunningTopology } from '../../../src/topology/build.js';
 import { waitUntilDrained } from '../../../src/topology/drain.js';
 import { loadTopologyFile, type Topology } from '../../../src/topology/load.js';
@@ -95,7 +96,7 @@ beforeAll(async () => {
   writeFileSync(keyFile, `${API_KEY}\n`, { mode: 0o600 });
   const adminTopology = await load('admin', 'unused-');
   admin = createKafka(adminTopology.kafka, logger);
-  adminSerde = createSerde({ kafka: admin, config: adminTopology.serde });
+  adminSerde = createKafkaSerde(admin, adminTopology.serde);
 });
 
 afterEach(async () => {

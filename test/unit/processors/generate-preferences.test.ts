@@ -4,8 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { InferenceError } from '../../../src/core/errors.js';
 import type { ChatRequest, Completion, CompletionRequest, InferenceBackend } from '../../../src/inference/backend.js';
 import { generatePreferences, PreferencePairGenerator } from '../../../src/processors/generate-preferences.js';
-import type { Judged } from '../../../src/processors/tagging.js';
-import type { RewardInput } from '../../../src/processors/tag-reward.js';
+import { RewardClient, rewardConfigSchema, type RewardInput, type RewardModel, type RewardScore } from '../../../src/inference/reward.js';
 import type { Outcome, Processor } from '../../../src/processors/stage.js';
 import { getType } from '../../../src/serde/avro.js';
 import type { Conversation, Instruction, PreferencePair } from '../../../src/serde/records.generated.js';
@@ -44,11 +43,13 @@ class SamplingBackend implements InferenceBackend {
 }
 
 /** Scores by response length, or as `override` says for a response; records what it was asked. */
-class LengthScorer {
+class LengthScorer implements RewardModel {
+  readonly model = 'length-rm';
+  readonly maxInFlight = 16;
   readonly asked: RewardInput[] = [];
-  constructor(private readonly override: (input: RewardInput) => Judged<number> | Error | undefined = () => undefined) {}
+  constructor(private readonly override: (input: RewardInput) => RewardScore | Error | undefined = () => undefined) {}
 
-  async score(input: RewardInput): Promise<Judged<number>> {
+  async score(input: RewardInput): Promise<RewardScore> {
     this.asked.push(input);
     const o = this.override(input);
     if (o instanceof Error) throw o;
@@ -62,7 +63,7 @@ const baseConfig = {
   backend: 'llm',
   template: 'chatml',
   candidates: 3,
-  reward: { url: 'http://127.0.0.1:1/score', api: 'score-json', model: 'length-rm' },
+  reward: 'rm',
 };
 
 function generator(backend: InferenceBackend, scorer: LengthScorer, config: Record<string, unknown> = {}): PreferencePairGenerator {
@@ -183,16 +184,18 @@ describe('generate-preferences', () => {
     });
     await new Promise<void>((resolve) => server!.listen(0, '127.0.0.1', resolve));
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/score`;
-    const config = generatePreferences.config.parse({ backend: 'llm', template: 'chatml', reward: { url, api: 'score-json', model: 'neg-length' } });
+    const config = generatePreferences.config.parse({ backend: 'llm', template: 'chatml', reward: 'rm' });
     expect(config).toMatchObject({ candidates: 5, sampling: { temperature: 0.8 }, keepTruncated: false, schema: 'magpie.Instruction' });
+    expect(generatePreferences.uses?.(config)).toEqual({ backends: ['llm'], rewards: ['rm'] });
     const backend = new SamplingBackend(['a', 'bbbb', 'bb', 'bbbbb', 'bbb']);
-    const processor = generatePreferences.create(config, deps({ backend }));
+    const reward = new RewardClient(rewardConfigSchema.parse({ url, api: 'score-json', model: 'neg-length' }));
+    const processor = generatePreferences.create(config, deps({ backend, reward }));
     try {
       const [pair] = mainValues<PreferencePair>(await run(processor, [makeInstruction(12, 'Q?')]));
       expect(pair).toMatchObject({ chosen: 'a', rejected: 'bbbbb', chosen_reward: -1, rejected_reward: -5, reward_model: 'neg-length' });
       expect(seen).toContainEqual({ model: 'neg-length', instruction: 'Q?', response: 'bbbb' });
     } finally {
-      await processor.close?.();
+      await reward.close();
     }
   });
 });

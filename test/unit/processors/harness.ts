@@ -1,6 +1,7 @@
 import { pino } from 'pino';
 import type { Embedder } from '../../../src/embedding/embedder.js';
 import type { ChatRequest, Completion, InferenceBackend } from '../../../src/inference/backend.js';
+import type { RewardModel } from '../../../src/inference/reward.js';
 import type { InputRecord, StageContext, StageDeps } from '../../../src/processors/stage.js';
 import type { Conversation } from '../../../src/serde/records.generated.js';
 import { makeConversation } from '../../support/records.js';
@@ -18,7 +19,7 @@ export function conversations(instructions: string[]): Conversation[] {
   return instructions.map((text, i) => makeConversation(i, text));
 }
 
-export function deps(resources: { backend?: InferenceBackend; embedder?: Embedder } = {}): StageDeps {
+export function deps(resources: { backend?: InferenceBackend; embedder?: Embedder; reward?: RewardModel } = {}): StageDeps {
   return {
     stageName: 'test',
     logger: pino({ level: 'silent' }),
@@ -29,6 +30,10 @@ export function deps(resources: { backend?: InferenceBackend; embedder?: Embedde
     embedder: () => {
       if (!resources.embedder) throw new Error('no embedder in this test');
       return resources.embedder;
+    },
+    reward: () => {
+      if (!resources.reward) throw new Error('no reward model in this test');
+      return resources.reward;
     },
   };
 }
