@@ -90,6 +90,7 @@ export function buildGraph(topology: Topology): TopologyGraph {
     return t;
   };
   const subTopologies = topology.stages.map((stage, id): SubTopology => {
+    if (stage.input) topic(stage.input, topology.topics.partitions).readers.push({ stage: stage.name, schema: stage.inputSchema! });
     const ports: GraphPort[] = [];
     const stores: StateStore[] = [];
     for (const [port, name] of Object.entries(stage.ports)) {
@@ -100,7 +101,6 @@ export function buildGraph(topology: Topology): TopologyGraph {
     }
     ports.push({ name: REJECTS, kind: 'rejects', topic: stage.rejects, schema: 'magpie.Rejected' });
     ports.push({ name: DEAD_LETTER, kind: 'dead-letter', topic: stage.deadLetter, schema: 'magpie.DeadLetter' });
-    if (stage.input) topic(stage.input, topology.topics.partitions).readers.push({ stage: stage.name, schema: stage.inputSchema! });
     for (const p of ports) topic(p.topic, topology.topics.partitions).writers.push({ stage: stage.name, port: p.name, kind: p.kind, schema: p.schema });
     const node: GraphStage = {
       name: stage.name,
@@ -145,7 +145,10 @@ export function checkGraph(graph: TopologyGraph, schemas: SchemaSet = defaultSch
       for (const writer of t.writers) {
         const why = unreadable(schemas.getType(reader.schema), schemas.getType(writer.schema));
         if (why !== undefined) {
-          problems.push(`stage ${reader.stage} reads ${reader.schema} from topic ${t.name}, but stage ${writer.stage} writes ${writer.schema} there (port ${writer.port}): ${why}`);
+          problems.push(
+            `stage ${reader.stage} reads ${reader.schema} from topic ${t.name}, but stage ${writer.stage} writes ${writer.schema} there (port ${writer.port}), ` +
+              `which ${reader.schema} cannot read (${why}): give ${reader.stage} an input of ${reader.schema} records`,
+          );
         }
       }
     }
