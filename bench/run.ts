@@ -18,8 +18,9 @@ import { embeddingSuite } from './suites/embedding.js';
 import { neighborsSuite } from './suites/neighbors.js';
 import { dedupeSuite } from './suites/dedupe.js';
 import { dedupeStateSuite } from './suites/dedupe-state.js';
+import { llamacppSuite } from './suites/llamacpp.js';
 
-const SUITES: readonly Suite[] = [pipelineSuite, kafkaSuite, serdeSuite, filterSuite, embeddingSuite, neighborsSuite, dedupeSuite, dedupeStateSuite];
+const SUITES: readonly Suite[] = [pipelineSuite, kafkaSuite, serdeSuite, filterSuite, embeddingSuite, neighborsSuite, dedupeSuite, dedupeStateSuite, llamacppSuite];
 
 const { values } = parseArgs({
   options: {
