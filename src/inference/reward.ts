@@ -94,7 +94,7 @@ export class RewardClient implements RewardModel {
   constructor(
     private readonly cfg: Config,
     /** Names the endpoint in errors: the key under `rewards:`. */
-    private readonly name = 'reward',
+    name = 'reward',
   ) {
     this.model = cfg.model;
     this.maxInFlight = cfg.maxInFlight;
