@@ -25,7 +25,3 @@ export const STAGE_DEFINITIONS: readonly AnyStageDefinition[] = [
   tagReward,
   generatePreferences,
 ];
-
-export function findStageDefinition(type: string): AnyStageDefinition | undefined {
-  return STAGE_DEFINITIONS.find((d) => d.type === type);
-}

@@ -115,7 +115,7 @@ export function buildGraph(topology: Topology): TopologyGraph {
       concurrency: stage.concurrency,
       exactlyOnce: stage.exactlyOnce,
     };
-    return { id, name: stage.name, stages: [node] };
+    return subTopology(id, [node]);
   });
   const usedBy = (kind: keyof StageResources, name: string) => topology.stages.filter((s) => s.uses[kind].includes(name)).map((s) => s.name);
   const resources: GraphResource[] = [
@@ -124,6 +124,11 @@ export function buildGraph(topology: Topology): TopologyGraph {
     ...Object.entries(topology.rewards).map(([name, r]): GraphResource => ({ kind: 'reward', name, summary: `${r.api} ${r.model}`, usedBy: usedBy('rewards', name) })),
   ];
   return { name: topology.name, source: topology.source, description: topology.description, subTopologies, topics: [...topics.values()], resources };
+}
+
+/** A sub-topology of stages connected in memory, in order; named like a Flink chain. */
+export function subTopology(id: number, stages: readonly GraphStage[]): SubTopology {
+  return { id, name: stages.map((s) => s.name).join(' -> '), stages };
 }
 
 export function graphStages(graph: TopologyGraph): GraphStage[] {

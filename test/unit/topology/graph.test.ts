@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../../src/core/errors.js';
 import { describeDot, describeMermaid, describeText, renderGraph } from '../../../src/topology/describe.js';
-import { buildGraph, checkGraph, graphStages } from '../../../src/topology/graph.js';
+import { buildGraph, checkGraph, graphStages, subTopology, type TopologyGraph } from '../../../src/topology/graph.js';
 import { parseTopology } from '../../../src/topology/load.js';
 
 /** Generation, embedding with a stateful dedupe, a reward tag: every kind of port, store and resource. */
@@ -109,6 +109,18 @@ describe('topology graph', () => {
     expect(mermaid).toContain('  r0 -.- s0');
     expect(mermaid.match(/^ {2}subgraph /gm)).toHaveLength(5);
     expect(mermaid.match(/^ {2}end$/gm)).toHaveLength(5);
+  });
+
+  it('names a sub-topology of several stages as a chain and links its stages in memory, not through topics', () => {
+    const graph = buildGraph(load(pipeline));
+    const [, , embed, dedupe] = graphStages(graph);
+    const chained: TopologyGraph = { ...graph, subTopologies: [subTopology(0, [embed!, dedupe!])] };
+    const text = describeText(chained);
+    expect(text).toContain('  Sub-topology: 0 [embed -> dedupe]');
+    expect(text).toContain('      --> dedupe, embed.rejects, embed.dead-letter');
+    expect(text).toContain('      <-- embed\n    Sink: dedupe.out');
+    expect(text).not.toContain('Sink: embed.out');
+    expect(text).not.toContain('Source: dedupe.source');
   });
 
   it('prints json that is the graph itself', () => {
