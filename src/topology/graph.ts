@@ -111,7 +111,8 @@ export function buildGraph(topology: Topology): TopologyGraph {
       uses: stage.uses,
       stores,
       batchSize: stage.batchSize,
-      window: stage.window,
+      // A stage with state runs one chunk at a time whatever it says (load.ts refuses more, build.ts sets 1).
+      window: stores.length > 0 ? 1 : stage.window,
       concurrency: stage.concurrency,
       exactlyOnce: stage.exactlyOnce,
     };

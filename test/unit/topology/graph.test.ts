@@ -68,7 +68,7 @@ describe('topology graph', () => {
         '  Sub-topology: 3 [dedupe]',
         '    Source: dedupe.source (topic: embedded <magpie.Conversation>)',
         '      --> dedupe',
-        '    Processor: dedupe (type: near-duplicate; batch 32, concurrency 1, exactly-once; stores: [dedupe.changelog])',
+        '    Processor: dedupe (type: near-duplicate; batch auto, window 1, concurrency 1, exactly-once; stores: [dedupe.changelog])',
         '      --> dedupe.out, dedupe.changelog, dedupe.rejects, dedupe.dead-letter',
         '      <-- dedupe.source',
         '    Sink: dedupe.out (topic: deduped <magpie.Conversation>)',
@@ -77,7 +77,7 @@ describe('topology graph', () => {
         '      <-- dedupe',
       ].join('\n'),
     );
-    expect(text).toContain('    Generator: instructions (type: generate-instructions; batch 32, concurrency 1, exactly-once; backends: [llm]; stores: [])');
+    expect(text).toContain('    Generator: instructions (type: generate-instructions; batch auto, window auto, concurrency 1, exactly-once; backends: [llm]; stores: [])');
     expect(text).toContain('  dedupe-index (1 partition, compacted; written by dedupe.changelog; read by outside the topology)');
     expect(text).toContain('  rewards.rm: score-json test-rm (used by: reward)');
   });
