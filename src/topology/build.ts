@@ -3,7 +3,7 @@ import { ConfigError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { StageMetrics } from '../core/metrics.js';
 import { guardAccess } from '../kafka/access-guard.js';
-import { stagePrincipal, topologyAcls, type AclRule } from '../kafka/acls.js';
+import type { AclRule } from '../kafka/acls.js';
 import { ensureTopics, partitionCounts } from '../kafka/admin.js';
 import type { AccessContext, KafkaAccessError } from '../kafka/auth-errors.js';
 import { createKafka } from '../kafka/client.js';
@@ -15,6 +15,7 @@ import { createKafkaSerde } from '../kafka/schema-store.js';
 import type { RecordSerde } from '../serde/serde.js';
 import { topologyTopics, type ResolvedStage, type Topology } from './load.js';
 import { Resources } from './resources.js';
+import { stagePrincipal, topologyAcls } from './acls.js';
 
 export function routeTarget(stage: ResolvedStage): RouteTarget {
   return {
