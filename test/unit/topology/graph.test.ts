@@ -18,7 +18,7 @@ rewards:
 stages:
   - { name: instructions, type: generate-instructions, output: instructions, backend: llm, template: chatml }
   - { name: responses, type: generate-responses, input: instructions, output: responses, backend: llm, template: chatml }
-  - { name: embed, type: embed, input: responses, output: embedded, embedder: minilm }
+  - { name: embed, type: embed, input: responses, output: embedded, embedder: minilm, partitions: 1 }
   - { name: dedupe, type: near-duplicate, input: embedded, output: deduped, ports: { changelog: dedupe-index } }
   - { name: reward, type: tag-reward, input: deduped, output: sink, reward: rm }
 `;
@@ -163,7 +163,7 @@ embedders:
   minilm: { model: sentence-transformers/all-MiniLM-L6-v2 }
 stages:
   - { name: side, type: pass-through, schema: magpie.Conversation, input: conversations, output: forgotten }
-  - { name: embed, type: embed, input: conversations, output: embedded, embedder: minilm }
+  - { name: embed, type: embed, input: conversations, output: embedded, embedder: minilm, partitions: 1 }
   - { name: dedupe, type: near-duplicate, input: embedded, output: deduped, ports: { changelog: dedupe-index } }
 `);
     expect(t.warnings).toEqual(['demo.yaml: stage side writes topic forgotten (port out) and no stage of the topology reads it; only the last stage\'s output is the sink']);
