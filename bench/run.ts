@@ -20,8 +20,9 @@ import { dedupeSuite } from './suites/dedupe.js';
 import { dedupeStateSuite } from './suites/dedupe-state.js';
 import { startupSuite } from './suites/startup.js';
 import { parquetSuite } from './suites/parquet.js';
+import { llamacppSuite } from './suites/llamacpp.js';
 
-const SUITES: readonly Suite[] = [pipelineSuite, kafkaSuite, serdeSuite, filterSuite, embeddingSuite, neighborsSuite, dedupeSuite, dedupeStateSuite, startupSuite, parquetSuite];
+const SUITES: readonly Suite[] = [pipelineSuite, kafkaSuite, serdeSuite, filterSuite, embeddingSuite, neighborsSuite, dedupeSuite, dedupeStateSuite, startupSuite, parquetSuite, llamacppSuite];
 
 const { values } = parseArgs({
   options: {

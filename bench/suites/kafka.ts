@@ -3,7 +3,7 @@ import type { Kafka, Message } from 'kafkajs';
 import { ensureTopics } from '../../src/kafka/admin.js';
 import { createKafka } from '../../src/kafka/client.js';
 import type { BatchCommittedEvent, StageRunner } from '../../src/kafka/stage-runner.js';
-import { createSerde } from '../../src/serde/serde.js';
+import { createKafkaSerde } from '../../src/kafka/schema-store.js';
 import { createTopologyTopics, runTopology } from '../../src/topology/build.js';
 import { loadTopologyFile, type Topology } from '../../src/topology/load.js';
 import { makeInstruction } from '../../test/support/records.js';
@@ -103,7 +103,7 @@ export const kafkaSuite: Suite = {
     const base = await loadTopologyFile(TOPOLOGY, { topicPrefix: prefix, brokers });
     const stage = base.stages[0]!;
     const kafka = createKafka(base.kafka, ctx.logger);
-    const serde = createSerde({ kafka, config: base.serde, logger: ctx.logger });
+    const serde = createKafkaSerde(kafka, base.serde, ctx.logger);
     const messages: Message[] = await Promise.all(
       Array.from({ length: count }, async (_, i) => {
         const v = makeInstruction(i);

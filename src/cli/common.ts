@@ -22,12 +22,18 @@ export async function cliLogger(opts: GlobalOptions): Promise<Logger> {
   return createCliLogger({ level: opts.logLevel ?? process.env.MAGPIE_LOG_LEVEL ?? 'info', format: logFormatFor(opts.logFormat, process.stderr) });
 }
 
+/** Loads a topology with the global options applied; its warnings (e.g. an output nothing reads) go to the log. */
 export async function loadTopology(file: string, opts: GlobalOptions): Promise<Topology> {
   const { loadTopologyFile } = await import('../topology/load.js');
-  return loadTopologyFile(file, {
+  const topology = await loadTopologyFile(file, {
     ...(opts.brokers ? { brokers: opts.brokers.split(',').map((b) => b.trim()) } : {}),
     ...(opts.prefix !== undefined ? { topicPrefix: opts.prefix } : {}),
   });
+  if (topology.warnings.length) {
+    const logger = await cliLogger(opts);
+    for (const warning of topology.warnings) logger.warn(warning);
+  }
+  return topology;
 }
 
 /** Brokers from --brokers, else KAFKA_BROKERS, else the local broker's default address. */
@@ -43,15 +49,15 @@ export function brokersFrom(opts: GlobalOptions): string[] {
  */
 export async function connectKafka(opts: GlobalOptions, logger: Logger): Promise<{ kafka: Kafka; serde: RecordSerde }> {
   const brokers = brokersFrom(opts);
-  const [{ probeBrokers }, { createKafka }, { createSerde }, { kafkaConfigSchema, serdeConfigSchema }] = await Promise.all([
+  const [{ probeBrokers }, { createKafka }, { createKafkaSerde }, { kafkaConfigSchema, serdeConfigSchema }] = await Promise.all([
     import('../kafka/probe.js'),
     import('../kafka/client.js'),
-    import('../serde/serde.js'),
+    import('../kafka/schema-store.js'),
     import('../topology/schema.js'),
   ]);
   await probeBrokers(brokers);
   const kafka = createKafka(kafkaConfigSchema.parse({ brokers }), logger);
-  return { kafka, serde: createSerde({ kafka, config: serdeConfigSchema.parse({}), logger }) };
+  return { kafka, serde: createKafkaSerde(kafka, serdeConfigSchema.parse({}), logger) };
 }
 
 /** Checks, before anything connects, that the topology's brokers (and schema registry, if any) answer. */

@@ -50,16 +50,10 @@ async function waitForLeaders(admin: Admin, topics: string[], timeoutMs = 30_000
   }
 }
 
-/** High watermark minus low watermark, summed over partitions: records currently in the topic (transaction markers included). */
-export async function topicEndOffsets(kafka: Kafka, topic: string): Promise<Map<number, { low: bigint; high: bigint }>> {
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    const offsets = await admin.fetchTopicOffsets(topic);
-    return new Map(offsets.map((o) => [o.partition, { low: BigInt(o.low), high: BigInt(o.high) }]));
-  } finally {
-    await admin.disconnect();
-  }
+/** Low and high watermark of each partition, through an admin the caller keeps connected (pollers ask often). */
+export async function topicEndOffsets(admin: Admin, topic: string): Promise<Map<number, { low: bigint; high: bigint }>> {
+  const offsets = await admin.fetchTopicOffsets(topic);
+  return new Map(offsets.map((o) => [o.partition, { low: BigInt(o.low), high: BigInt(o.high) }]));
 }
 
 /** Sets a group's committed offsets (next offset to read) for partitions of a topic; the group must have no active member. */

@@ -16,6 +16,7 @@ export const embed = defineProcessor({
   config,
   inputSchema: 'magpie.Conversation',
   outputSchema: 'magpie.Conversation',
+  uses: (cfg) => ({ embedders: [cfg.embedder] }),
   create: (cfg, deps): Processor<Conversation, Conversation> => {
     const embedder = deps.embedder(cfg.embedder);
     return {

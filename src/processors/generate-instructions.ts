@@ -238,6 +238,7 @@ export const generateInstructions = defineSource({
   config,
   outputSchema: 'magpie.Instruction',
   extraPorts: { progress: { schema: 'magpie.SourceProgress', compacted: true, defaultSuffix: '.progress' } },
+  uses: (c) => ({ backends: [c.backend] }),
   create: (c, deps) => new InstructionGenerator(deps.backend(c.backend), c, deps.stageName),
 });
 

@@ -3,10 +3,10 @@ import { z } from 'zod';
 import { InferenceError } from '../core/errors.js';
 import type { ChatMessage, Completion, InferenceBackend } from '../inference/backend.js';
 import { loadTemplate } from '../inference/template-derive.js';
+import type { RewardModel } from '../inference/reward.js';
 import { templateConfigSchema, type ChatTemplate } from '../inference/templates.js';
 import type { Conversation, Instruction, PreferencePair, ScoredResponse } from '../serde/records.generated.js';
 import { dead, defineProcessor, eachRecord, reject, type InputRecord, type Outcome, type Processor, type StageContext } from './stage.js';
-import { RewardClient, rewardClientConfigSchema } from './tag-reward.js';
 
 const samplingSchema = z.strictObject({
   temperature: z.number().min(0).max(5).default(0.8),
@@ -30,8 +30,8 @@ const config = z.object({
   systemPrompt: z.string().optional(),
   /** Candidates cut at maxTokens are dropped before scoring unless kept: a truncated "chosen" teaches stopping mid-answer. */
   keepTruncated: z.boolean().default(false),
-  /** The reward endpoint, as for tag-reward. */
-  reward: rewardClientConfigSchema,
+  /** Name of a reward endpoint declared under the topology's rewards. */
+  reward: z.string().min(1),
 });
 
 type Config = z.infer<typeof config>;
@@ -64,7 +64,7 @@ export class PreferencePairGenerator implements Processor<PreferenceInput, Prefe
 
   constructor(
     private readonly backend: InferenceBackend,
-    private readonly rewards: Pick<RewardClient, 'score' | 'close'>,
+    private readonly rewards: RewardModel,
     private readonly config: Config,
   ) {}
 
@@ -101,7 +101,7 @@ export class PreferencePairGenerator implements Processor<PreferenceInput, Prefe
   async process(batch: InputRecord<PreferenceInput>[], ctx: StageContext): Promise<Outcome<PreferencePair>[]> {
     // Reward calls of the whole batch share one bound; each record samples and scores on its own, so one
     // record's failure leaves its siblings' finished candidates and scores in place.
-    const scoring = pLimit(this.config.reward.maxInFlight);
+    const scoring = pLimit(this.rewards.maxInFlight);
     return eachRecord(batch, ({ value }) => this.prefer(value, scoring, ctx));
   }
 
@@ -113,7 +113,7 @@ export class PreferencePairGenerator implements Processor<PreferenceInput, Prefe
     const judged = await Promise.all(sampled.map((c) => scoring(() => this.rewards.score({ instruction, response: c.text.trim() }, ctx.signal))));
     const rewards: number[] = [];
     for (const j of judged) {
-      if (!j.ok) return dead('REWARD_FAILED', `reward model ${this.config.reward.model}: ${j.reason}`);
+      if (!j.ok) return dead('REWARD_FAILED', `reward model ${this.rewards.model}: ${j.reason}`);
       rewards.push(j.value);
     }
     const scored: ScoredResponse[] = sampled.map((c, i) => ({ response: c.text.trim(), reward: rewards[i]!, finish_reason: c.finishReason, tokens: c.tokens }));
@@ -123,7 +123,7 @@ export class PreferencePairGenerator implements Processor<PreferenceInput, Prefe
     }
     const { best, worst } = extremes(scored);
     if (scored[best]!.reward === scored[worst]!.reward) {
-      return reject('no_preference', `all ${scored.length} candidates scored ${scored[best]!.reward} by ${this.config.reward.model}: no chosen/rejected pair`, value);
+      return reject('no_preference', `all ${scored.length} candidates scored ${scored[best]!.reward} by ${this.rewards.model}: no chosen/rejected pair`, value);
     }
     return { kind: 'emit', records: [{ value: this.pair(value, scored, best, worst), key: value.uuid }] };
   }
@@ -140,17 +140,13 @@ export class PreferencePairGenerator implements Processor<PreferenceInput, Prefe
       chosen_reward: scored[best]!.reward,
       rejected_reward: scored[worst]!.reward,
       candidates: scored,
-      reward_model: this.config.reward.model,
+      reward_model: this.rewards.model,
       gen_response_configs: { temperature: sampling.temperature, top_p: sampling.topP, max_tokens: sampling.maxTokens, repetition_penalty: sampling.repetitionPenalty, output_generator: this.backend.id },
       task_category: null, other_task_category: [], intent: null, knowledge: null, difficulty: null, input_quality: null,
       quality_explanation: null, llama_guard_2: null, language: null, min_neighbor_distance: null, min_similar_uuid: null, repeat_count: null,
       ...carriedTags(input),
       created_at: Date.now(),
     };
-  }
-
-  close(): Promise<void> {
-    return this.rewards.close();
   }
 }
 
@@ -161,5 +157,6 @@ export const generatePreferences = defineProcessor({
   inputSchema: 'magpie.Instruction',
   outputSchema: 'magpie.PreferencePair',
   schemasFromConfig: (c) => ({ input: c.schema, output: 'magpie.PreferencePair' }),
-  create: (c, deps) => new PreferencePairGenerator(deps.backend(c.backend), new RewardClient(c.reward), c),
+  uses: (c) => ({ backends: [c.backend], rewards: [c.reward] }),
+  create: (c, deps) => new PreferencePairGenerator(deps.backend(c.backend), deps.reward(c.reward), c),
 });

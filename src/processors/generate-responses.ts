@@ -170,6 +170,7 @@ export const generateResponses = defineProcessor({
   config,
   inputSchema: 'magpie.Instruction',
   outputSchema: 'magpie.Conversation',
+  uses: (c) => ({ backends: [c.backend] }),
   create: (c, deps) => {
     const generator = new ResponseGenerator(deps.backend(c.backend), c);
     // All records of a batch at once: the backend bounds concurrency and a batching server fills its batch.

@@ -27,7 +27,3 @@ export const STAGE_DEFINITIONS: readonly AnyStageDefinition[] = [
   rewardDifference,
   generatePreferences,
 ];
-
-export function findStageDefinition(type: string): AnyStageDefinition | undefined {
-  return STAGE_DEFINITIONS.find((d) => d.type === type);
-}

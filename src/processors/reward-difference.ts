@@ -2,8 +2,8 @@ import { z } from 'zod';
 import { errorMessage, InferenceError, isRetryable } from '../core/errors.js';
 import type { InferenceBackend } from '../inference/backend.js';
 import type { Conversation } from '../serde/records.generated.js';
+import type { RewardModel, RewardScore } from '../inference/reward.js';
 import { defineProcessor, type Processor } from './stage.js';
-import { RewardClient, rewardClientConfigSchema } from './tag-reward.js';
 import { recordTag, tagEach, type Judged } from './tagging.js';
 
 const TAG = 'reward_difference';
@@ -22,8 +22,11 @@ const config = z.object({
     topP: z.number().gt(0).max(1).default(1),
     maxTokens: z.number().int().min(1).default(1024),
   }).default({ temperature: 0, topP: 1, maxTokens: 1024 }),
-  /** The reward model that scores both answers (and the instruct answer, unless it already has this model's score). */
-  reward: rewardClientConfigSchema,
+  /**
+   * Name of a reward endpoint declared under the topology's rewards: it scores both answers (and the instruct
+   * answer, unless the record already has this model's score).
+   */
+  reward: z.string().min(1),
   /** Records worked on at once. */
   maxInFlight: z.number().int().min(1).max(1024).default(16),
 });
@@ -44,7 +47,7 @@ export interface RewardDifference {
 export class RewardDifferenceScorer {
   constructor(
     private readonly base: InferenceBackend,
-    private readonly reward: Pick<RewardClient, 'score'>,
+    private readonly reward: Pick<RewardModel, 'score' | 'model'>,
     private readonly config: Config,
   ) {}
 
@@ -52,16 +55,16 @@ export class RewardDifferenceScorer {
     const baseOutput = await this.baseAnswer(record.instruction, signal);
     if (!baseOutput.ok) return baseOutput;
     // A score from another reward model is not comparable: the instruct answer is scored again.
-    const known = record.reward_model === this.config.reward.model && record.instruct_reward !== null ? record.instruct_reward : undefined;
+    const known = record.reward_model === this.reward.model && record.instruct_reward !== null ? record.instruct_reward : undefined;
     const [instruct, base] = await Promise.all([
-      known === undefined ? this.reward.score(record, signal) : Promise.resolve<Judged<number>>({ ok: true, value: known }),
+      known === undefined ? this.reward.score(record, signal) : Promise.resolve<RewardScore>({ ok: true, value: known }),
       this.reward.score({ instruction: record.instruction, response: baseOutput.value }, signal),
     ]);
     if (!instruct.ok) return { ok: false, reason: `instruct answer: ${instruct.reason}` };
     if (!base.ok) return { ok: false, reason: `base answer: ${base.reason}` };
     return {
       ok: true,
-      value: { base_output: baseOutput.value, base_reward: base.value, instruct_reward: instruct.value, reward_difference: instruct.value - base.value, reward_model: this.config.reward.model },
+      value: { base_output: baseOutput.value, base_reward: base.value, instruct_reward: instruct.value, reward_difference: instruct.value - base.value, reward_model: this.reward.model },
     };
   }
 
@@ -92,12 +95,11 @@ export const rewardDifference = defineProcessor({
   inputSchema: 'magpie.Conversation',
   outputSchema: 'magpie.Conversation',
   writesFields: () => ['base_output', 'base_reward', 'reward_difference'],
+  uses: (cfg) => ({ backends: [cfg.backend], rewards: [cfg.reward] }),
   create: (cfg, deps): Processor<Conversation, Conversation> => {
-    const client = new RewardClient(cfg.reward);
-    const scorer = new RewardDifferenceScorer(deps.backend(cfg.backend), client, cfg);
+    const scorer = new RewardDifferenceScorer(deps.backend(cfg.backend), deps.reward(cfg.reward), cfg);
     return {
       process: (batch, ctx) => tagEach(batch, ctx, cfg.maxInFlight, async (record, signal) => recordTag(record, TAG, await scorer.score(record, signal), (v) => v)),
-      close: () => client.close(),
     };
   },
 });

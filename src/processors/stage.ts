@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import type { Logger } from '../core/logger.js';
 import type { InferenceBackend } from '../inference/backend.js';
 import type { Embedder } from '../embedding/embedder.js';
+import type { RewardModel } from '../inference/reward.js';
 import type { SchemaName } from '../serde/schemas.js';
 
 /** A decoded input record, with where it came from. */
@@ -88,12 +89,20 @@ export interface Source<O> {
   close?(): Promise<void>;
 }
 
-/** Resources a stage may use, resolved by name from the topology. */
+/** Names of the topology's resources (its `backends:`, `embedders:` and `rewards:`) that one stage uses. */
+export interface StageUses {
+  readonly backends?: readonly string[];
+  readonly embedders?: readonly string[];
+  readonly rewards?: readonly string[];
+}
+
+/** Resources a stage may use, resolved by name from the topology: only the ones its definition's `uses` names. */
 export interface StageDeps {
   readonly stageName: string;
   readonly logger: Logger;
   backend(name: string): InferenceBackend;
   embedder(name: string): Embedder;
+  reward(name: string): RewardModel;
 }
 
 interface StageDefinitionBase<C extends z.ZodObject> {
@@ -102,6 +111,11 @@ interface StageDefinitionBase<C extends z.ZodObject> {
   readonly description: string;
   /** Stage-specific topology fields, validated on load. */
   readonly config: C;
+  /**
+   * The topology resources a configured stage uses, whatever its fields are called: loading checks each
+   * exists and loads it before create(), which gets only these through its StageDeps.
+   */
+  readonly uses?: (config: z.infer<C>) => StageUses;
   /** Avro record of the main output. */
   readonly outputSchema: SchemaName;
   /**

@@ -60,6 +60,7 @@ export const tagLlmJudge = defineProcessor({
   inputSchema: 'magpie.Conversation',
   outputSchema: 'magpie.Conversation',
   writesFields: (cfg) => JUDGEMENT_FIELDS[cfg.task],
+  uses: (cfg) => ({ backends: [cfg.backend] }),
   create: (cfg, deps): Processor<Conversation, Conversation> => {
     const backend = deps.backend(cfg.backend);
     const spec = JUDGE_TASKS[cfg.task];

@@ -39,6 +39,7 @@ export const tagSafety = defineProcessor({
   inputSchema: 'magpie.Conversation',
   outputSchema: 'magpie.Conversation',
   writesFields: () => ['llama_guard_2'],
+  uses: (cfg) => ({ backends: [cfg.backend] }),
   create: (cfg, deps): Processor<Conversation, Conversation> => {
     const backend = deps.backend(cfg.backend);
     return {

@@ -1,11 +1,8 @@
-import type { Kafka } from 'kafkajs';
 import { ConfigError } from '../core/errors.js';
-import type { Logger } from '../core/logger.js';
 import { defaultSchemaSet, type SchemaSet } from './avro.js';
 import type { RecordHeaders, RecordSource } from './codec.js';
 import { ConfluentSerde, type RegistryOptions } from './confluent-serde.js';
 import { EmbeddedSerde } from './embedded-serde.js';
-import { KafkaSchemaStore } from './kafka-schema-store.js';
 import { InMemorySchemaStore, type SchemaStore } from './schema-store.js';
 import type { SchemaName } from './schemas.js';
 
@@ -43,27 +40,20 @@ export interface SerdeOptions {
   schemas?: SchemaSet;
   /** Chooses the format: a registry means the Confluent wire format, else the embedded one. */
   config?: SerdeConfig;
-  /** Client for the embedded format's schema store topic (config.schemaTopic, default _magpie-schemas). */
-  kafka?: Kafka;
   /** Overrides config.registry (credentials given directly rather than through environment variables). */
   registry?: RegistryOptions;
   /**
-   * Overrides the Kafka schema store; the serde closes it. Without either, an in-memory store only
-   * resolves schema versions this process wrote itself.
+   * Where the embedded format keeps writer schemas (src/kafka/schema-store.ts keeps them in a topic); the
+   * serde closes it. Without one, an in-memory store only resolves schema versions this process wrote itself.
    */
   schemaStore?: SchemaStore;
-  logger?: Logger;
 }
 
 export function createSerde(options: SerdeOptions = {}): RecordSerde {
   const schemas = options.schemas ?? defaultSchemaSet();
   const registry = options.registry ?? registryFromConfig(options.config?.registry);
   if (registry) return new ConfluentSerde(schemas, registry);
-  const logger = options.logger?.child({ component: 'serde' });
-  const store =
-    options.schemaStore ??
-    (options.kafka ? new KafkaSchemaStore(options.kafka, { topic: options.config?.schemaTopic, logger }) : new InMemorySchemaStore());
-  return new EmbeddedSerde(schemas, store);
+  return new EmbeddedSerde(schemas, options.schemaStore ?? new InMemorySchemaStore());
 }
 
 function registryFromConfig(config: SerdeConfig['registry']): RegistryOptions | undefined {

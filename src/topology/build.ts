@@ -2,115 +2,33 @@ import type { Kafka } from 'kafkajs';
 import { ConfigError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { StageMetrics } from '../core/metrics.js';
-import type { Embedder } from '../embedding/embedder.js';
-import { createEmbedder } from '../embedding/transformers.js';
-import type { InferenceBackend } from '../inference/backend.js';
-import { createBackend } from '../inference/factory.js';
 import { guardAccess } from '../kafka/access-guard.js';
-import { stagePrincipal, topologyAcls, type AclRule } from '../kafka/acls.js';
+import type { AclRule } from '../kafka/acls.js';
 import { ensureTopics, partitionCounts } from '../kafka/admin.js';
 import type { AccessContext, KafkaAccessError } from '../kafka/auth-errors.js';
 import { instrumentBackend } from '../inference/instrumented.js';
 import { createKafka } from '../kafka/client.js';
 import type { RouteTarget } from '../kafka/route.js';
+import type { Processor } from '../processors/stage.js';
 import { SourceRunner } from '../kafka/source-runner.js';
 import { StageRunner } from '../kafka/stage-runner.js';
-import type { Processor, StageDeps } from '../processors/stage.js';
-import type { SchemaName } from '../serde/schemas.js';
-import { createSerde, type RecordSerde } from '../serde/serde.js';
+import { createKafkaSerde } from '../kafka/schema-store.js';
+import type { RecordSerde } from '../serde/serde.js';
 import { topologyTopics, type ResolvedStage, type Topology } from './load.js';
-
-/** Input and per-port schemas of a stage, from its definition (and config, for schema-agnostic stages). */
-export function stageSchemas(stage: ResolvedStage): { input: SchemaName | undefined; ports: Record<string, SchemaName> } {
-  const def = stage.definition;
-  const fromConfig = def.schemasFromConfig?.(stage.config as never);
-  const input = def.kind === 'processor' ? (fromConfig?.input ?? def.inputSchema) : undefined;
-  const ports: Record<string, SchemaName> = { out: fromConfig?.output ?? def.outputSchema };
-  for (const [port, spec] of Object.entries(def.extraPorts ?? {})) ports[port] = spec.schema;
-  return { input, ports };
-}
+import { Resources } from './resources.js';
+import { stagePrincipal, topologyAcls } from './acls.js';
 
 export function routeTarget(stage: ResolvedStage): RouteTarget {
-  const schemas = stageSchemas(stage);
   return {
     name: stage.name,
-    inputSchema: schemas.input,
+    inputSchema: stage.inputSchema,
     ports: stage.ports,
-    portSchemas: schemas.ports,
+    portSchemas: stage.portSchemas,
     rejects: stage.rejects,
     deadLetter: stage.deadLetter,
     retry: stage.retry,
     deadLetterAfterAttempts: stage.deadLetterAfterAttempts,
   };
-}
-
-/**
- * Backends and embedders of one process: each is loaded once, before the stages that name it are created,
- * and shared by them (one model in memory, one connection pool per server).
- */
-export class Resources {
-  private readonly backends = new Map<string, InferenceBackend>();
-  private readonly embedders = new Map<string, Embedder>();
-
-  constructor(
-    private readonly topology: Topology,
-    private readonly logger: Logger,
-    private readonly metrics?: StageMetrics,
-  ) {}
-
-  /** Loads what the given stages reference (their `backend`, `judge` and `embedder` fields). */
-  async load(stages: readonly ResolvedStage[]): Promise<void> {
-    for (const stage of stages) {
-      for (const field of ['backend', 'judge'] as const) {
-        const name = stage.config[field];
-        if (typeof name === 'string' && !this.backends.has(name)) {
-          const config = this.topology.backends[name];
-          if (!config) throw new ConfigError(`stage ${stage.name}: no backend named '${name}'`);
-          const backend = await createBackend(name, config, this.logger);
-          this.backends.set(name, this.metrics ? instrumentBackend(name, backend, this.metrics) : backend);
-        }
-      }
-      const name = stage.config['embedder'];
-      if (typeof name === 'string' && !this.embedders.has(name)) {
-        const config = this.topology.embedders[name];
-        if (!config) throw new ConfigError(`stage ${stage.name}: no embedder named '${name}'`);
-        this.embedders.set(name, await createEmbedder(config));
-      }
-    }
-  }
-
-  /** Requests the backends of a stage run at once, summed (undefined: the stage uses no backend). */
-  backendConcurrency(stage: ResolvedStage): number | undefined {
-    let total: number | undefined;
-    for (const field of ['backend', 'judge'] as const) {
-      const name = stage.config[field];
-      const backend = typeof name === 'string' ? this.backends.get(name) : undefined;
-      if (backend) total = (total ?? 0) + (backend.concurrency ?? 1);
-    }
-    return total;
-  }
-
-  depsFor(stageName: string): StageDeps {
-    return {
-      stageName,
-      logger: this.logger.child({ stage: stageName }),
-      backend: (name) => {
-        const backend = this.backends.get(name);
-        if (!backend) throw new ConfigError(`stage ${stageName}: backend '${name}' is not loaded (name it in the stage's backend field)`);
-        return backend;
-      },
-      embedder: (name) => {
-        const embedder = this.embedders.get(name);
-        if (!embedder) throw new ConfigError(`stage ${stageName}: embedder '${name}' is not loaded (name it in the stage's embedder field)`);
-        return embedder;
-      },
-    };
-  }
-
-  async close(): Promise<void> {
-    await Promise.allSettled([...this.backends.values()].map((b) => b.close()));
-    await Promise.allSettled([...this.embedders.values()].map((e) => e.close()));
-  }
 }
 
 /** Stages with state (a compacted changelog port) process their chunks strictly one after another. */
@@ -195,6 +113,8 @@ export interface RunOptions {
   metrics?: StageMetrics;
   /** Replaces a stage's processor (tests inject faults this way). */
   processorOverrides?: Record<string, Processor<unknown, unknown>>;
+  /** Resources the caller owns and closes (a replay shares its own with the stages it wraps); default: the run's own. */
+  resources?: Resources;
 }
 
 /** Starts the selected stages of a topology in this process. */
@@ -223,9 +143,11 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   // The schema store's refusals concern every stage of this process.
   const kafka = guardAccess(client, { context: accessContext(topology, 'magpie', selected), logger, onDenied: deny(selected.map((s) => s.name)) });
   if (options.createTopics !== false) await createTopologyTopics(kafka, topology, logger);
-  const serde = await createSerde({ kafka, config: topology.serde, logger });
+  const serde = createKafkaSerde(kafka, topology.serde, logger);
   const metrics = options.metrics ?? new StageMetrics();
-  const resources = new Resources(topology, logger, metrics);
+  const ownResources = options.resources === undefined;
+  const resources = options.resources ?? new Resources(topology, logger, metrics);
+  const closeResources = () => (ownResources ? resources.close() : Promise.resolve());
   let starting: string | undefined;
   const stageKafka = (stage: ResolvedStage): Kafka =>
     guardAccess(client, { context: accessContext(topology, `stage ${stage.name}`, [stage]), logger, onDenied: deny([stage.name]) });
@@ -236,7 +158,7 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
     // Downstream stages start first so that a source's first records find their consumers ready.
     for (const stage of [...selected].reverse()) {
       starting = stage.name;
-      const deps = resources.depsFor(stage.name);
+      const deps = resources.depsFor(stage);
       const target = routeTarget(stage);
       const def = stage.definition;
       if (def.kind === 'source') {
@@ -264,7 +186,7 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   } catch (err) {
     logger.fatal({ stage: starting, err: err instanceof Error ? err.message : String(err) }, starting ? `stage ${starting} cannot start` : 'resources cannot be loaded');
     await Promise.allSettled([...runners.values()].map((r) => r.stop(0)));
-    await resources.close();
+    await closeResources();
     await serde.close();
     throw err;
   }
@@ -283,7 +205,7 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
         const sources = [...runners.values()].filter((r) => r instanceof SourceRunner);
         await Promise.allSettled(sources.map((r) => r.stop(graceMs)));
         await Promise.allSettled([...runners.values()].filter((r) => !(r instanceof SourceRunner)).map((r) => r.stop(graceMs)));
-        await resources.close();
+        await closeResources();
         await serde.close();
       })()),
   };

@@ -1,4 +1,5 @@
 import { sleep } from '../core/retry.js';
+import { topicEndOffsets } from '../kafka/admin.js';
 import { StageRunner } from '../kafka/stage-runner.js';
 import type { RunningTopology } from './build.js';
 
@@ -19,9 +20,7 @@ export async function waitUntilDrained(running: RunningTopology, options: { poll
       await sleep(options.pollMs ?? 1_000, options.signal).catch(() => undefined);
       let all = true;
       for (const runner of stages) {
-        const offsets = await admin.fetchTopicOffsets(runner.input);
-        const ends = new Map(offsets.map((o) => [o.partition, { low: BigInt(o.low), high: BigInt(o.high) }]));
-        if (!runner.caughtUp(ends, await runner.committedOffsets(admin))) {
+        if (!runner.caughtUp(await topicEndOffsets(admin, runner.input), await runner.committedOffsets(admin))) {
           all = false;
           break;
         }

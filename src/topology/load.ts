@@ -5,8 +5,11 @@ import type { CircuitBreakerOptions } from '../core/circuit-breaker.js';
 import { ConfigError } from '../core/errors.js';
 import { backendConfigSchema, type BackendConfig } from '../inference/factory.js';
 import { embedderConfigSchema, type EmbedderConfig } from '../embedding/transformers.js';
-import { findStageDefinition, STAGE_DEFINITIONS } from '../processors/registry.js';
+import { rewardConfigSchema, type RewardConfig } from '../inference/reward.js';
+import { STAGE_DEFINITIONS } from '../processors/registry.js';
 import type { AnyStageDefinition } from '../processors/stage.js';
+import type { SchemaName } from '../serde/schemas.js';
+import { buildGraph, checkGraph } from './graph.js';
 import { interpolateEnv } from './interpolate.js';
 import {
   commonStageFields,
@@ -22,6 +25,12 @@ export interface ResolvedStage {
   readonly name: string;
   readonly type: string;
   readonly definition: AnyStageDefinition;
+  /** Record type read from `input` (processors only). */
+  readonly inputSchema: SchemaName | undefined;
+  /** Record type written to each port's topic. */
+  readonly portSchemas: Readonly<Record<string, SchemaName>>;
+  /** The topology resources the stage uses, by name, from its definition's `uses`. */
+  readonly uses: StageResources;
   /** Full topic names, prefix applied. */
   readonly input: string | undefined;
   /** Port name → topic; always has 'out'. */
@@ -43,6 +52,16 @@ export interface ResolvedStage {
   readonly config: Record<string, unknown>;
 }
 
+/** Names of the topology's backends, embedders and rewards that one stage uses. */
+export interface StageResources {
+  readonly backends: readonly string[];
+  readonly embedders: readonly string[];
+  readonly rewards: readonly string[];
+}
+
+/** Output ports every stage has besides the definition's: a stage's type cannot declare or take these names. */
+export const RESERVED_PORTS = ['out', 'rejects', 'dead-letter'] as const;
+
 export interface Topology {
   readonly name: string;
   readonly description: string | undefined;
@@ -52,7 +71,10 @@ export interface Topology {
   readonly topics: TopicsConfig;
   readonly backends: Readonly<Record<string, BackendConfig>>;
   readonly embedders: Readonly<Record<string, EmbedderConfig>>;
+  readonly rewards: Readonly<Record<string, RewardConfig>>;
   readonly stages: readonly ResolvedStage[];
+  /** What loads but looks unintended, e.g. an output topic no stage reads; printed by the CLI. */
+  readonly warnings: readonly string[];
 }
 
 export interface LoadOptions {
@@ -61,6 +83,8 @@ export interface LoadOptions {
   topicPrefix?: string;
   /** Overrides kafka.brokers. */
   brokers?: string[];
+  /** Stage types the topology may name; default: every stage of src/processors/registry.ts. */
+  definitions?: readonly AnyStageDefinition[];
 }
 
 /** `stages[2].model` style path, the way a user reads their YAML. */
@@ -116,14 +140,23 @@ export function parseTopology(text: string, source: string, options: LoadOptions
     else problems.push(...issuesOf(parsed.error, ['embedders', name]));
   }
 
+  const rewards: Record<string, RewardConfig> = {};
+  for (const [name, raw] of Object.entries(t.rewards)) {
+    const parsed = rewardConfigSchema.safeParse(raw);
+    if (parsed.success) rewards[name] = parsed.data;
+    else problems.push(...issuesOf(parsed.error, ['rewards', name]));
+  }
+  const declared = { backends: t.backends, embedders: t.embedders, rewards: t.rewards };
+  const definitions = options.definitions ?? STAGE_DEFINITIONS;
+
   const stages: ResolvedStage[] = [];
   const seen = new Set<string>();
   t.stages.forEach((raw, i) => {
     const base = stageBaseSchema.safeParse(raw);
     if (!base.success) return void problems.push(...issuesOf(base.error, ['stages', i]));
-    const definition = findStageDefinition(base.data.type);
+    const definition = definitions.find((d) => d.type === base.data.type);
     if (!definition) {
-      const known = STAGE_DEFINITIONS.map((d) => d.type).join(', ');
+      const known = definitions.map((d) => d.type).join(', ');
       return void problems.push(`stages[${i}].type: unknown stage type '${base.data.type}' (known: ${known})`);
     }
     const full = z.object({ ...commonStageFields, ...definition.config.shape }).strict().safeParse(raw);
@@ -133,6 +166,7 @@ export function parseTopology(text: string, source: string, options: LoadOptions
     seen.add(s.name);
     if (definition.kind === 'processor' && !s.input) problems.push(`stages[${i}].input: stage type '${s.type}' consumes a topic; give input`);
     if (definition.kind === 'source' && s.input) problems.push(`stages[${i}].input: stage type '${s.type}' is a source and takes no input`);
+    const extraPorts = Object.keys(definition.extraPorts ?? {});
     const defaultPorts: Record<string, string> = {};
     for (const [port, spec] of Object.entries(definition.extraPorts ?? {})) {
       if (!s.ports[port] && spec.defaultSuffix !== undefined) defaultPorts[port] = topic(`${s.output}${spec.defaultSuffix}`);
@@ -141,16 +175,30 @@ export function parseTopology(text: string, source: string, options: LoadOptions
     if (Object.values(definition.extraPorts ?? {}).some((p) => p.compacted) && s.window !== undefined && s.window > 1) {
       problems.push(`stages[${i}].window: stage type '${s.type}' keeps state and processes one chunk at a time; remove window or set it to 1`);
     }
-    for (const field of ['backend', 'judge'] as const) {
-      const ref = s[field];
-      if (typeof ref === 'string' && !(ref in t.backends)) problems.push(`stages[${i}].${field}: no backend named '${ref}' in backends (have: ${Object.keys(t.backends).join(', ') || 'none'})`);
+    for (const port of Object.keys(s.ports)) {
+      if ((RESERVED_PORTS as readonly string[]).includes(port)) problems.push(`stages[${i}].ports.${port}: '${port}' is a port of every stage; set its topic with ${port === 'out' ? 'output' : port === 'rejects' ? 'rejects' : 'deadLetter'}`);
+      else if (!extraPorts.includes(port)) problems.push(`stages[${i}].ports.${port}: stage type '${s.type}' has no port '${port}' (${extraPorts.length ? `its ports: ${extraPorts.join(', ')}` : 'it has no extra ports'})`);
     }
-    const embedderRef = s['embedder'];
-    if (typeof embedderRef === 'string' && !(embedderRef in t.embedders)) problems.push(`stages[${i}].embedder: no embedder named '${embedderRef}' in embedders`);
+    const wanted = definition.uses?.(s as never) ?? {};
+    const uses: StageResources = { backends: unique(wanted.backends), embedders: unique(wanted.embedders), rewards: unique(wanted.rewards) };
+    for (const kind of ['backends', 'embedders', 'rewards'] as const) {
+      for (const ref of uses[kind]) {
+        if (!(ref in declared[kind])) {
+          const have = Object.keys(declared[kind]).join(', ') || 'none';
+          problems.push(`stages[${i}] (${s.name}): uses ${kind.slice(0, -1)} '${ref}', which is not declared under ${kind} (have: ${have})`);
+        }
+      }
+    }
+    const fromConfig = definition.schemasFromConfig?.(s as never);
+    const portSchemas: Record<string, SchemaName> = { out: fromConfig?.output ?? definition.outputSchema };
+    for (const [port, spec] of Object.entries(definition.extraPorts ?? {})) portSchemas[port] = spec.schema;
     stages.push({
       name: s.name,
       type: s.type,
       definition,
+      inputSchema: definition.kind === 'processor' ? (fromConfig?.input ?? definition.inputSchema) : undefined,
+      portSchemas,
+      uses,
       input: s.input === undefined ? undefined : topic(s.input),
       ports: { out: topic(s.output), ...defaultPorts, ...Object.fromEntries(Object.entries(s.ports).map(([p, name]) => [p, topic(name)])) },
       rejects: topic(s.rejects ?? topics.rejects),
@@ -170,7 +218,14 @@ export function parseTopology(text: string, source: string, options: LoadOptions
   });
   problems.push(...singlePartitionProblems(stages, topics.partitions));
   if (problems.length) throw invalid(source, problems);
-  return { name: t.name, description: t.description, source, kafka: t.kafka, serde: t.serde, topics, backends, embedders, stages };
+  const topology = { name: t.name, description: t.description, source, kafka: t.kafka, serde: t.serde, topics, backends, embedders, rewards, stages, warnings: [] };
+  const checked = checkGraph(buildGraph(topology));
+  if (checked.problems.length) throw invalid(source, checked.problems);
+  return { ...topology, warnings: checked.warnings.map((w) => `${source}: ${w}`) };
+}
+
+function unique(names: readonly string[] | undefined): string[] {
+  return [...new Set(names ?? [])];
 }
 
 /** A stage with one state over its input in arrival order needs one input partition, one at a time, exactly-once. */
@@ -199,18 +254,5 @@ function invalid(source: string, problems: string[]): ConfigError {
 
 /** All topics a topology reads or writes, with whether they are compacted. */
 export function topologyTopics(topology: Topology): Map<string, { compacted: boolean; partitions: number }> {
-  const out = new Map<string, { compacted: boolean; partitions: number }>();
-  const add = (name: string, compacted: boolean, partitions = topology.topics.partitions) => {
-    if (!out.has(name)) out.set(name, { compacted, partitions });
-  };
-  for (const stage of topology.stages) {
-    for (const [port, name] of Object.entries(stage.ports)) {
-      const compacted = port !== 'out' && Boolean(stage.definition.extraPorts?.[port]?.compacted);
-      add(name, compacted, port === 'out' ? stage.partitions : compacted ? 1 : stage.partitions);
-    }
-    if (stage.input) add(stage.input, false);
-    add(stage.rejects, false);
-    add(stage.deadLetter, false);
-  }
-  return out;
+  return new Map(buildGraph(topology).topics.map((t) => [t.name, { compacted: t.compacted, partitions: t.partitions }]));
 }

@@ -6,9 +6,10 @@ import { readTopic } from '../kafka/read-topic.js';
 import { skipTagged } from '../processors/skip-tagged.js';
 import type { Processor } from '../processors/stage.js';
 import type { Rejected } from '../serde/records.generated.js';
-import { Resources, runTopology } from './build.js';
+import { runTopology } from './build.js';
 import { waitUntilDrained } from './drain.js';
 import type { ResolvedStage, Topology } from './load.js';
+import { Resources } from './resources.js';
 
 export interface ReplayOptions {
   /** Existing topic to read from the beginning. */
@@ -109,24 +110,29 @@ export async function runReplay(topology: Topology, options: ReplayOptions, logg
   }
 
   // Tag stages that declare their fields only run, and only load their backend, for records still missing them.
+  // The run shares these resources, so a backend both kinds of stage use is loaded once.
   const resources = new Resources(plan.topology, logger);
   let alreadyTagged = 0;
-  // One load at a time: two stages naming the same backend must not both create it.
-  let loading = Promise.resolve();
   const overrides: Record<string, Processor<unknown, unknown>> = {};
   for (const stage of stages) {
     const def = stage.definition;
     if (def.kind !== 'processor' || !def.writesFields) continue;
     const fields = def.writesFields(stage.config as never);
     const create = async () => {
-      await (loading = loading.then(() => resources.load([stage])));
-      return def.create(stage.config as never, resources.depsFor(stage.name));
+      await resources.load([stage]);
+      return def.create(stage.config as never, resources.depsFor(stage));
     };
     overrides[stage.name] = skipTagged(fields, create, (n) => (alreadyTagged += n));
   }
 
   logger.info({ replayId: plan.replayId, groupId: plan.groupId, from: options.from, to: options.to, stages: stages.map((s) => s.name) }, 'replay started');
-  const running = await runTopology(plan.topology, logger, { processorOverrides: overrides });
+  let running;
+  try {
+    running = await runTopology(plan.topology, logger, { processorOverrides: overrides, resources });
+  } catch (err) {
+    await resources.close();
+    throw err;
+  }
   const byRule = new Map<string, { stage: string; rule: string; count: number }>();
   try {
     await waitUntilDrained(running, signal ? { signal } : {});

@@ -129,6 +129,8 @@ export const topologySchema = z
     topics: topicsConfigSchema,
     backends: z.record(z.string(), z.unknown()).default({}),
     embedders: z.record(z.string(), z.unknown()).default({}),
+    /** Reward-model endpoints, named like backends and shared by the stages that name them. */
+    rewards: z.record(z.string(), z.unknown()).default({}),
     stages: z.array(z.unknown()).min(1, 'a topology needs at least one stage'),
   })
   .strict();

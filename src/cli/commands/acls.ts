@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
-import { applyAcls, describeRule, distinctRules, kafkaAclsCommand, topologyAcls, type StageAcls } from '../../kafka/acls.js';
+import { applyAcls, describeRule, distinctRules, kafkaAclsCommand, type StageAcls } from '../../kafka/acls.js';
+import { topologyAcls } from '../../topology/acls.js';
 import { createKafka } from '../../kafka/client.js';
 import { cliLogger, loadTopology, type GlobalOptions } from '../common.js';
 

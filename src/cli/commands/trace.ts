@@ -15,14 +15,14 @@ Example:
       const global = program.opts<GlobalOptions>();
       const logger = await cliLogger(global);
       const topology = await loadTopology(file, global);
-      const [{ createKafka }, { createSerde }, { traceRecord, describeTrace }] = await Promise.all([
+      const [{ createKafka }, { createKafkaSerde }, { traceRecord, describeTrace }] = await Promise.all([
         import('../../kafka/client.js'),
-        import('../../serde/serde.js'),
+        import('../../kafka/schema-store.js'),
         import('../../topology/trace.js'),
       ]);
       await probeTopology(topology);
       const kafka = createKafka(topology.kafka, logger);
-      const serde = createSerde({ kafka, config: topology.serde, logger });
+      const serde = createKafkaSerde(kafka, topology.serde, logger);
       const controller = new AbortController();
       process.once('SIGINT', () => controller.abort());
       try {

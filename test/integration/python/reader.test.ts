@@ -8,10 +8,10 @@ import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createKafka } from '../../../src/kafka/client.js';
 import { readTopic } from '../../../src/kafka/read-topic.js';
-import { createSerde } from '../../../src/serde/serde.js';
+import { createKafkaSerde } from '../../../src/kafka/schema-store.js';
 import { runTopology } from '../../../src/topology/build.js';
 import { loadTopologyFile } from '../../../src/topology/load.js';
-import { kafkaConfigSchema } from '../../../src/topology/schema.js';
+import { kafkaConfigSchema, serdeConfigSchema } from '../../../src/topology/schema.js';
 import { PROJECT_ROOT, uniquePrefix } from '../../support/broker.js';
 import { eventually, makeInstruction, produceRecords } from '../../support/records.js';
 import { topologyTestContext } from '../../support/topology-run.js';
@@ -32,7 +32,7 @@ async function python(args: string[], script?: string): Promise<string> {
 describe('Python reader (real broker)', () => {
   let topic: string;
   const kafka = createKafka(kafkaConfigSchema.parse({ brokers: [bootstrap] }), logger);
-  const serde = createSerde({ kafka, logger });
+  const serde = createKafkaSerde(kafka, serdeConfigSchema.parse({}), logger);
 
   beforeAll(async () => {
     await run('python3', ['-c', 'import confluent_kafka, fastavro'], { timeout: 60_000 }).catch(async () => {

@@ -83,9 +83,11 @@ name: replay-tags
 kafka: { brokers: ${bootstrap} }
 backends:
   judge: { type: llamacpp, modelPath: /nonexistent/judge.gguf }
+rewards:
+  rm: { url: 'http://127.0.0.1:9/score', api: score-json, model: test-rm }
 stages:
   - { name: category, type: tag-llm-judge, backend: judge, task: task_category, input: conversations, output: categorized }
-  - { name: reward, type: tag-reward, input: categorized, output: rewarded, url: 'http://127.0.0.1:9/score', api: score-json, model: test-rm }
+  - { name: reward, type: tag-reward, input: categorized, output: rewarded, reward: rm }
   - { name: keep-good, type: filter, input: rewarded, output: filtered, rules: [{ field: input_quality, in: [good, excellent] }] }
 `,
       'replay-tags.yaml',

@@ -12,9 +12,11 @@ import type { Kafka } from 'kafkajs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { errorMessage } from '../../../src/core/errors.js';
 import { createLogger, type Logger } from '../../../src/core/logger.js';
-import { applyAcls, describeRule, revokeAcls, topologyAcls, type AclRule } from '../../../src/kafka/acls.js';
+import { applyAcls, describeRule, revokeAcls, type AclRule } from '../../../src/kafka/acls.js';
+import { topologyAcls } from '../../../src/topology/acls.js';
 import { classifyAccessFailure, explainAccessFailure, KafkaAccessError } from '../../../src/kafka/auth-errors.js';
 import { createKafka } from '../../../src/kafka/client.js';
+import { createKafkaSerde } from '../../../src/kafka/schema-store.js';
 import type { Instruction } from '../../../src/serde/records.generated.js';
 import { createSerde, type RecordSerde } from '../../../src/serde/serde.js';
 import { accessContext, createTopologyTopics, runTopology, type RunningTopology } from '../../../src/topology/build.js';
@@ -95,7 +97,7 @@ beforeAll(async () => {
   writeFileSync(keyFile, `${API_KEY}\n`, { mode: 0o600 });
   const adminTopology = await load('admin', 'unused-');
   admin = createKafka(adminTopology.kafka, logger);
-  adminSerde = createSerde({ kafka: admin, config: adminTopology.serde });
+  adminSerde = createKafkaSerde(admin, adminTopology.serde);
 });
 
 afterEach(async () => {

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { createKafka } from '../../../src/kafka/client.js';
-import { createSerde } from '../../../src/serde/serde.js';
+import { createKafkaSerde } from '../../../src/kafka/schema-store.js';
 import type { Instruction } from '../../../src/serde/records.generated.js';
 import { runTopology } from '../../../src/topology/build.js';
 import { loadTopologyFile } from '../../../src/topology/load.js';
@@ -20,7 +20,7 @@ describe('trace a record across stages (real broker)', () => {
     const prefix = uniquePrefix('trace');
     const topology = await loadTopologyFile('topologies/test/pass-through.yaml', { topicPrefix: prefix, brokers: [bootstrap] });
     const kafka = createKafka(topology.kafka, logger);
-    const serde = createSerde({ kafka, config: topology.serde, logger });
+    const serde = createKafkaSerde(kafka, topology.serde, logger);
     const stage = topology.stages[0]!;
     const run = track(await runTopology(topology, logger));
     const good = [makeInstruction(1), makeInstruction(2), makeInstruction(3)];

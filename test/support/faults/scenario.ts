@@ -99,7 +99,7 @@ export class Scenario {
       const admin = this.kafka.admin();
       try {
         await admin.connect();
-        const ends = await topicEndOffsets(this.kafka, stage.input!);
+        const ends = await topicEndOffsets(admin, stage.input!);
         const [committed] = await admin.fetchOffsets({ groupId: stage.groupId, topics: [stage.input!] });
         const late = [...ends].filter(([p, { high }]) => BigInt(committed?.partitions.find((c) => c.partition === p)?.offset ?? '-1') < high);
         if (late.length === 0) return;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { aclKey, describeRule, distinctRules, kafkaAclsCommand, toAclEntry, topologyAcls, transactionalIdPrefix } from '../../../src/kafka/acls.js';
+import { aclKey, describeRule, distinctRules, kafkaAclsCommand, toAclEntry } from '../../../src/kafka/acls.js';
+import { topologyAcls, transactionalIdPrefix } from '../../../src/topology/acls.js';
 import { parseTopology } from '../../../src/topology/load.js';
 
 const topology = (stages: string, kafka = '  brokers: b:9092\n  sasl: { mechanism: scram-sha-512, username: shared, passwordEnv: X }') =>

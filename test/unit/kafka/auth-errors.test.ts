@@ -4,7 +4,7 @@
  */
 import kafkajs from 'kafkajs';
 import { describe, expect, it } from 'vitest';
-import { topologyAcls } from '../../../src/kafka/acls.js';
+import { topologyAcls } from '../../../src/topology/acls.js';
 import { classifyAccessFailure, explainAccessFailure, KafkaAccessError, type AccessContext } from '../../../src/kafka/auth-errors.js';
 import { parseTopology } from '../../../src/topology/load.js';
 

@@ -1,6 +1,7 @@
 import { pino } from 'pino';
 import type { Embedder } from '../../../src/embedding/embedder.js';
-import type { ChatRequest, Completion, InferenceBackend } from '../../../src/inference/backend.js';
+import type { ChatRequest, Completion, CompletionRequest, InferenceBackend } from '../../../src/inference/backend.js';
+import type { RewardModel } from '../../../src/inference/reward.js';
 import type { InputRecord, StageContext, StageDeps } from '../../../src/processors/stage.js';
 import type { Conversation } from '../../../src/serde/records.generated.js';
 import { makeConversation } from '../../support/records.js';
@@ -18,7 +19,7 @@ export function conversations(instructions: string[]): Conversation[] {
   return instructions.map((text, i) => makeConversation(i, text));
 }
 
-export function deps(resources: { backend?: InferenceBackend; embedder?: Embedder } = {}): StageDeps {
+export function deps(resources: { backend?: InferenceBackend; embedder?: Embedder; reward?: RewardModel } = {}): StageDeps {
   return {
     stageName: 'test',
     logger: pino({ level: 'silent' }),
@@ -30,29 +31,44 @@ export function deps(resources: { backend?: InferenceBackend; embedder?: Embedde
       if (!resources.embedder) throw new Error('no embedder in this test');
       return resources.embedder;
     },
+    reward: () => {
+      if (!resources.reward) throw new Error('no reward model in this test');
+      return resources.reward;
+    },
   };
 }
 
-/** A chat backend whose answers come from `answer`, which sees every request; records the requests. */
-export class ScriptedBackend implements InferenceBackend {
-  readonly id = 'scripted:test';
-  readonly model = 'test';
-  readonly requests: ChatRequest[] = [];
+/** One scripted answer: a text or a completion is one sample, an array is every sample, an Error is thrown. */
+export type ScriptedAnswer = string | Completion | Completion[] | Error;
 
-  constructor(private readonly answer: (req: ChatRequest, call: number) => string | Completion | Error) {}
+/**
+ * A backend whose answers come from `answer`, which sees every request (completion or chat) and its call
+ * number; records the requests. `R` is the request kind the test drives, so it can read their fields.
+ */
+export class ScriptedBackend<R extends CompletionRequest | ChatRequest = ChatRequest> implements InferenceBackend {
+  readonly id = 'fake:model';
+  readonly model = 'fake-model';
+  readonly requests: R[] = [];
 
-  async complete(): Promise<Completion[]> {
-    throw new Error('not used');
+  constructor(private readonly answer: (req: R, call: number) => ScriptedAnswer) {}
+
+  async complete(req: CompletionRequest): Promise<Completion[]> {
+    return this.reply(req as R);
   }
 
   async chat(req: ChatRequest): Promise<Completion[]> {
-    this.requests.push(req);
-    const out = this.answer(req, this.requests.length - 1);
-    if (out instanceof Error) throw out;
-    return [typeof out === 'string' ? { text: out, finishReason: 'stop', tokens: 1 } : out];
+    return this.reply(req as R);
   }
 
   async close(): Promise<void> {}
+
+  private reply(req: R): Completion[] {
+    this.requests.push(req);
+    const out = this.answer(req, this.requests.length - 1);
+    if (out instanceof Error) throw out;
+    if (Array.isArray(out)) return out;
+    return [typeof out === 'string' ? { text: out, finishReason: 'stop', tokens: 1 } : out];
+  }
 }
 
 /** Emitted values of the main port, one per input; fails on any other outcome. */

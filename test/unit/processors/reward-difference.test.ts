@@ -2,8 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { InferenceError } from '../../../src/core/errors.js';
 import type { Completion, CompletionRequest, InferenceBackend } from '../../../src/inference/backend.js';
 import { RewardDifferenceScorer, rewardDifference } from '../../../src/processors/reward-difference.js';
-import type { RewardInput } from '../../../src/processors/tag-reward.js';
-import type { Judged } from '../../../src/processors/tagging.js';
+import type { RewardInput, RewardScore } from '../../../src/inference/reward.js';
 import { makeConversation } from '../../support/records.js';
 
 class BaseModel implements InferenceBackend {
@@ -25,14 +24,15 @@ class BaseModel implements InferenceBackend {
 
 /** Scores by answer length, so the two answers get different rewards; records what it scored. */
 class LengthReward {
+  readonly model = 'rm';
   readonly scored: RewardInput[] = [];
-  async score(input: RewardInput): Promise<Judged<number>> {
+  async score(input: RewardInput): Promise<RewardScore> {
     this.scored.push(input);
     return { ok: true, value: input.response.length / 10 };
   }
 }
 
-const cfg = (extra: Record<string, unknown> = {}) => rewardDifference.config.parse({ backend: 'base', reward: { url: 'http://127.0.0.1:1', api: 'score-json', model: 'rm' }, ...extra });
+const cfg = (extra: Record<string, unknown> = {}) => rewardDifference.config.parse({ backend: 'base', reward: 'rm', ...extra });
 const signal = new AbortController().signal;
 
 describe('RewardDifferenceScorer (Magpie-Air filter signal)', () => {

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { RewardClient, rewardConfigSchema } from '../../../src/inference/reward.js';
 import { tagReward } from '../../../src/processors/tag-reward.js';
 import type { Processor } from '../../../src/processors/stage.js';
 import type { Conversation } from '../../../src/serde/records.generated.js';
@@ -17,7 +18,7 @@ interface Seen {
 type Handler = (seen: Seen, call: number, res: ServerResponse) => void;
 
 let server: Server | undefined;
-let processor: Processor<Conversation, Conversation> | undefined;
+let client: RewardClient | undefined;
 
 async function rewardServer(handler: Handler): Promise<{ url: string; seen: Seen[] }> {
   const seen: Seen[] = [];
@@ -39,15 +40,21 @@ const json = (res: ServerResponse, body: unknown, status = 200) => {
   res.end(JSON.stringify(body));
 };
 
+/** A stage that names the reward endpoint `config` describes, as a topology's rewards entry `rm`. */
+function rewardStage(config: Record<string, unknown>): Processor<Conversation, Conversation> {
+  client = new RewardClient(rewardConfigSchema.parse({ model: 'rm', requestRetry: { attempts: 3, initialDelayMs: 1, maxDelayMs: 5 }, ...config }), 'rm');
+  const stageConfig = tagReward.config.parse({ reward: 'rm' });
+  expect(tagReward.uses?.(stageConfig)).toEqual({ rewards: ['rm'] });
+  return tagReward.create(stageConfig, deps({ reward: client }));
+}
+
 async function score(config: Record<string, unknown>, records = [makeConversation(1, 'What is 2+2?', '4')]): Promise<Conversation[]> {
-  processor = tagReward.create(tagReward.config.parse({ model: 'rm', requestRetry: { attempts: 3, initialDelayMs: 1, maxDelayMs: 5 }, ...config }), deps());
-  return mainValues<Conversation>(await processor.process(inputs(records), stageContext()));
+  return mainValues<Conversation>(await rewardStage(config).process(inputs(records), stageContext()));
 }
 
 /** The error of each record, which must have failed (to be retried alone by the runner). */
 async function failures(config: Record<string, unknown>, records = [makeConversation(1, 'What is 2+2?', '4')]): Promise<unknown[]> {
-  processor = tagReward.create(tagReward.config.parse({ model: 'rm', requestRetry: { attempts: 3, initialDelayMs: 1, maxDelayMs: 5 }, ...config }), deps());
-  const outcomes = await processor.process(inputs(records), stageContext());
+  const outcomes = await rewardStage(config).process(inputs(records), stageContext());
   return outcomes.map((o) => {
     if (o.kind !== 'failed') throw new Error(`expected a failed outcome, got ${o.kind}`);
     return o.error;
@@ -55,8 +62,8 @@ async function failures(config: Record<string, unknown>, records = [makeConversa
 }
 
 afterEach(async () => {
-  await processor?.close?.();
-  processor = undefined;
+  await client?.close();
+  client = undefined;
   await new Promise((resolve) => (server ? server.close(resolve) : resolve(undefined)));
   server = undefined;
 });
@@ -126,7 +133,7 @@ describe('tag-reward', () => {
     expect(out[2]!.tag_failures[0]!.reason).toMatch(/^INFERENCE_BAD_RESPONSE: /);
   });
 
-  it('refuses a missing API key variable when the stage is created', () => {
-    expect(() => tagReward.create(tagReward.config.parse({ url: 'http://127.0.0.1:1', api: 'score-json', model: 'rm', apiKeyEnv: 'MAGPIE_TEST_UNSET_VAR' }), deps())).toThrow(/MAGPIE_TEST_UNSET_VAR/);
+  it('refuses a missing API key variable when the endpoint is created, naming its rewards entry', () => {
+    expect(() => new RewardClient(rewardConfigSchema.parse({ url: 'http://127.0.0.1:1', api: 'score-json', model: 'rm', apiKeyEnv: 'MAGPIE_TEST_UNSET_VAR' }), 'rm')).toThrow(/rewards\.rm\.apiKeyEnv: .*MAGPIE_TEST_UNSET_VAR/);
   });
 });

@@ -52,7 +52,7 @@ describe('topology loading', () => {
     ['a duplicate stage name', good + good.split('stages:\n')[1]!, /stages\[1\]\.name: duplicate stage name 'copy'/],
     ['no stages', good.split('stages:')[0] + 'stages: []\n', /stages: a topology needs at least one stage/],
     ['an unknown top-level key', `${good}\nextra: 1\n`, /topologies\/x\.yaml: \(root\): .*extra/],
-    ['an unknown backend reference', good.replace('type: pass-through', 'type: generate-responses').replace('    batchSize: 10', '    backend: nope\n    template: { family: chatml }'), /stages\[0\]\.backend: no backend named 'nope'/],
+    ['an unknown backend reference', good.replace('type: pass-through', 'type: generate-responses').replace('    batchSize: 10', '    backend: nope\n    template: { family: chatml }'), /stages\[0\] \(copy\): uses backend 'nope', which is not declared under backends \(have: none\)/],
   ])('names the file and field path for %s', (_label, text, pattern) => {
     expect(errorOf(text)).toMatch(pattern);
   });

@@ -1,11 +1,12 @@
 import type { Kafka, Producer } from 'kafkajs';
 import { SerdeError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { ensureTopics } from '../kafka/admin.js';
-import { readTopic } from '../kafka/read-topic.js';
-import type { SchemaStore } from './schema-store.js';
+import { createSerde, type RecordSerde, type SerdeConfig } from '../serde/serde.js';
+import type { SchemaStore } from '../serde/schema-store.js';
+import { ensureTopics } from './admin.js';
+import { readTopic } from './read-topic.js';
 
-export const DEFAULT_SCHEMA_TOPIC = '_magpie-schemas';
+const DEFAULT_SCHEMA_TOPIC = '_magpie-schemas';
 
 export interface KafkaSchemaStoreOptions {
   /** Compacted topic holding writer schemas, keyed by fingerprint. Default `_magpie-schemas`. */
@@ -123,4 +124,13 @@ export class KafkaSchemaStore implements SchemaStore {
     }
     return this.producer;
   }
+}
+
+/**
+ * The serde of a process that talks to Kafka: the Confluent format when the config names a registry, else the
+ * embedded format with writer schemas in the config's schema topic.
+ */
+export function createKafkaSerde(kafka: Kafka, config: SerdeConfig, logger?: Logger): RecordSerde {
+  if (config.registry) return createSerde({ config });
+  return createSerde({ config, schemaStore: new KafkaSchemaStore(kafka, { topic: config.schemaTopic, logger: logger?.child({ component: 'serde' }) }) });
 }
