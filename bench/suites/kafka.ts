@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Kafka, Message } from 'kafkajs';
 import { ensureTopics } from '../../src/kafka/admin.js';
-import { createKafka } from '../../src/kafka/client.js';
+import { createKafka, createProducer } from '../../src/kafka/client.js';
 import type { BatchCommittedEvent, StageRunner } from '../../src/kafka/stage-runner.js';
 import { createKafkaSerde } from '../../src/kafka/schema-store.js';
 import { createTopologyTopics, runTopology } from '../../src/topology/build.js';
@@ -37,7 +37,7 @@ class CommitClock {
 }
 
 async function produce(kafka: Kafka, topic: string, messages: Message[]): Promise<number> {
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 5 });
+  const producer = createProducer(kafka, { idempotent: true });
   await producer.connect();
   const started = performance.now();
   try {
@@ -51,7 +51,7 @@ async function produce(kafka: Kafka, topic: string, messages: Message[]): Promis
 /** The baseline: kafkajs alone copying bytes (no decode, no encode), produce then commit per batch, at-least-once. */
 async function rawCopy(kafka: Kafka, input: string, output: string, expected: number, batchSize: number): Promise<number> {
   const clock = new CommitClock(expected);
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 5 });
+  const producer = createProducer(kafka, { idempotent: true });
   const consumer = kafka.consumer({ groupId: `${input}.raw`, maxBytesPerPartition: 1_048_576 });
   await Promise.all([producer.connect(), consumer.connect()]);
   try {

@@ -3,6 +3,7 @@ import type { Conversation, Instruction } from '../../src/serde/records.generate
 import type { RecordSerde } from '../../src/serde/serde.js';
 import type { SchemaName } from '../../src/serde/schemas.js';
 import { readTopic } from '../../src/kafka/read-topic.js';
+import { createProducer } from '../../src/kafka/client.js';
 
 export function makeInstruction(i: number, text = `Test instruction number ${i}?`): Instruction {
   return {
@@ -44,7 +45,7 @@ export function makeConversation(i: number, instruction = `Test instruction numb
 
 /** Encodes and writes values in batches; returns the keys written. */
 export async function produceRecords(kafka: Kafka, serde: RecordSerde, topic: string, schema: SchemaName, values: { uuid: string }[], options: { raw?: { key: string; value: Buffer }[] } = {}): Promise<void> {
-  const producer = kafka.producer({ idempotent: true });
+  const producer = createProducer(kafka, { idempotent: true });
   await producer.connect();
   try {
     for (let i = 0; i < values.length; i += 1000) {

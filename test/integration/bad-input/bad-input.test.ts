@@ -12,6 +12,7 @@ import { Scenario } from '../../support/faults/scenario.js';
 import { countRecords } from '../../support/faults/sink.js';
 import type { StageProcess } from '../../support/faults/stage-process.js';
 import { eventually, makeInstruction, readAll } from '../../support/records.js';
+import { createProducer } from '../../../src/kafka/client.js';
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'fatal' });
 const bootstrap = inject('kafkaBootstrap');
@@ -43,7 +44,7 @@ describe('bad input (real broker, real process)', () => {
     await s.prepare(0, before);
     stage = s.spawn({ logLevel: 'debug' });
     await stage.started();
-    const producer = s.kafka.producer({ idempotent: true });
+    const producer = createProducer(s.kafka, { idempotent: true });
     await producer.connect();
     const valid = await serde.encode('magpie.Instruction', makeInstruction(503));
     const unknownSchema = { [SCHEMA_HEADER]: 'magpie.Instruction', [FINGERPRINT_HEADER]: 'f'.repeat(64) };
