@@ -9,7 +9,7 @@ import type { AccessContext, KafkaAccessError } from '../kafka/auth-errors.js';
 import { instrumentBackend } from '../inference/instrumented.js';
 import { createKafka } from '../kafka/client.js';
 import type { RouteTarget } from '../kafka/route.js';
-import type { Processor } from '../processors/stage.js';
+import type { Processor, ProcessorDefinition } from '../processors/stage.js';
 import { SourceRunner } from '../kafka/source-runner.js';
 import { StageRunner } from '../kafka/stage-runner.js';
 import { createKafkaSerde } from '../kafka/schema-store.js';
@@ -118,8 +118,23 @@ export interface RunOptions {
 }
 
 /** Starts the selected stages of a topology in this process. */
+/**
+ * The chains of a topology: each stage with the stages chained after it in memory (`via: memory`), in order.
+ * A stage that is not chained is a chain of one.
+ */
+export function topologyChains(topology: Topology): ResolvedStage[][] {
+  const chains: ResolvedStage[][] = [];
+  for (const stage of topology.stages) {
+    if (stage.via === 'memory' && chains.length > 0) chains.at(-1)!.push(stage);
+    else chains.push([stage]);
+  }
+  return chains;
+}
+
 export async function runTopology(topology: Topology, logger: Logger, options: RunOptions = {}): Promise<RunningTopology> {
-  const selected = options.stages ? topology.stages.filter((s) => options.stages!.includes(s.name)) : topology.stages;
+  // A chain runs whole: naming any of its stages runs all of them, in the head's consumer group.
+  const chains = topologyChains(topology).filter((chain) => !options.stages || chain.some((s) => options.stages!.includes(s.name)));
+  const selected = chains.flat();
   const unknown = (options.stages ?? []).filter((n) => !topology.stages.some((s) => s.name === n));
   if (unknown.length) throw new ConfigError(`no stage named ${unknown.join(', ')} in ${topology.source} (have: ${topology.stages.map((s) => s.name).join(', ')})`);
   const client = createKafka(topology.kafka, logger);
@@ -156,8 +171,9 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
     // A replaced processor does not use its stage's backends: they are not loaded for it.
     await resources.load(selected.filter((s) => !options.processorOverrides?.[s.name]));
     // Downstream stages start first so that a source's first records find their consumers ready.
-    for (const stage of [...selected].reverse()) {
-      starting = stage.name;
+    for (const chain of [...chains].reverse()) {
+      const stage = chain[0]!;
+      starting = chain.map((s) => s.name).join(' -> ');
       const deps = resources.depsFor(stage);
       const target = routeTarget(stage);
       const def = stage.definition;
@@ -170,14 +186,18 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
         runners.set(stage.name, runner);
         await runner.start();
       } else {
-        const processor = options.processorOverrides?.[stage.name] ?? def.create(stage.config as never, deps);
-        const { batchSize, window } = stageTuning(stage, resources.backendConcurrency(stage));
-        const runner = new StageRunner(processor, {
-          kafka: stageKafka(stage), serde, logger, metrics, target, groupId: stage.groupId, input: stage.input!, batchSize, window,
+        const processorOf = (s: ResolvedStage) => options.processorOverrides?.[s.name] ?? (s.definition as ProcessorDefinition<never, unknown, unknown>).create(s.config as never, resources.depsFor(s));
+        const followers = chain.slice(1).map((s) => ({ processor: processorOf(s), target: routeTarget(s), circuitBreaker: s.circuitBreaker }));
+        // A chain's window follows every backend its stages use.
+        const concurrencies = chain.map((s) => resources.backendConcurrency(s)).filter((c): c is number => c !== undefined);
+        const { batchSize, window } = stageTuning(stage, concurrencies.length ? concurrencies.reduce((a, b) => a + b, 0) : undefined);
+        const guarded = guardAccess(client, { context: accessContext(topology, `stage ${starting}`, chain), logger, onDenied: deny(chain.map((s) => s.name)) });
+        const runner = new StageRunner(processorOf(stage), {
+          kafka: guarded, serde, logger, metrics, target, groupId: stage.groupId, input: stage.input!, batchSize, window,
           concurrency: stage.concurrency, exactlyOnce: stage.exactlyOnce, sessionTimeoutMs: stage.sessionTimeoutMs, portSchemas: target.portSchemas,
-          circuitBreaker: stage.circuitBreaker,
+          circuitBreaker: stage.circuitBreaker, followers,
         });
-        runners.set(stage.name, runner);
+        for (const s of chain) runners.set(s.name, runner);
         await runner.start();
       }
     }

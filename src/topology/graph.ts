@@ -19,8 +19,8 @@ export interface TopologyGraph {
 }
 
 /**
- * Stages that run together in one consumer group, connected in memory: `a -> b -> c`. Today every stage is a
- * sub-topology of its own and sub-topologies meet at topics.
+ * Stages that run together in one consumer group, connected in memory: `a -> b -> c` (stages with `via: memory`
+ * join the one before them). Sub-topologies meet at topics.
  */
 export interface SubTopology {
   readonly id: number;
@@ -89,7 +89,7 @@ export function buildGraph(topology: Topology): TopologyGraph {
     if (!t) topics.set(name, (t = { name, partitions, compacted, writers: [], readers: [] }));
     return t;
   };
-  const subTopologies = topology.stages.map((stage, id): SubTopology => {
+  const nodes = topology.stages.map((stage): GraphStage => {
     if (stage.input) topic(stage.input, topology.topics.partitions).readers.push({ stage: stage.name, schema: stage.inputSchema! });
     const ports: GraphPort[] = [];
     const stores: StateStore[] = [];
@@ -116,8 +116,15 @@ export function buildGraph(topology: Topology): TopologyGraph {
       concurrency: stage.concurrency,
       exactlyOnce: stage.exactlyOnce,
     };
-    return subTopology(id, [node]);
+    return node;
   });
+  // A stage chained in memory joins the sub-topology of the stage before it.
+  const groups: GraphStage[][] = [];
+  topology.stages.forEach((stage, i) => {
+    if (stage.via === 'memory' && groups.length > 0) groups.at(-1)!.push(nodes[i]!);
+    else groups.push([nodes[i]!]);
+  });
+  const subTopologies = groups.map((stages, id) => subTopology(id, stages));
   const usedBy = (kind: keyof StageResources, name: string) => topology.stages.filter((s) => s.uses[kind].includes(name)).map((s) => s.name);
   const resources: GraphResource[] = [
     ...Object.entries(topology.backends).map(([name, b]): GraphResource => ({ kind: 'backend', name, summary: `${b.type} ${b.model ?? ''}`.trim(), usedBy: usedBy('backends', name) })),

@@ -43,6 +43,8 @@ export interface ResolvedStage {
   readonly batchSize: number | undefined;
   readonly window: number | undefined;
   readonly concurrency: number;
+  /** 'memory': chained after the stage before it (see schema.ts). */
+  readonly via: 'topic' | 'memory';
   readonly exactlyOnce: boolean;
   readonly retry: RetryConfig;
   readonly deadLetterAfterAttempts: number;
@@ -208,6 +210,7 @@ export function parseTopology(text: string, source: string, options: LoadOptions
       batchSize: s.batchSize,
       window: s.window,
       concurrency: s.concurrency,
+      via: s.via,
       exactlyOnce: s.exactlyOnce,
       retry: s.retry,
       deadLetterAfterAttempts: s.deadLetterAfterAttempts,
@@ -216,7 +219,7 @@ export function parseTopology(text: string, source: string, options: LoadOptions
       config: s,
     });
   });
-  problems.push(...singlePartitionProblems(stages, topics.partitions));
+  problems.push(...singlePartitionProblems(stages, topics.partitions), ...chainProblems(stages));
   if (problems.length) throw invalid(source, problems);
   const topology = { name: t.name, description: t.description, source, kafka: t.kafka, serde: t.serde, topics, backends, embedders, rewards, stages, warnings: [] };
   const checked = checkGraph(buildGraph(topology));
@@ -226,6 +229,33 @@ export function parseTopology(text: string, source: string, options: LoadOptions
 
 function unique(names: readonly string[] | undefined): string[] {
   return [...new Set(names ?? [])];
+}
+
+/** A stage keeps state (a compacted changelog port, or one index over its input). */
+export function keepsState(stage: ResolvedStage): boolean {
+  return Boolean(stage.definition.singlePartitionInput) || Object.values(stage.definition.extraPorts ?? {}).some((p) => p.compacted);
+}
+
+/**
+ * `via: memory` chains a stage after the one before it, as Flink chains operators: only where a topic buys
+ * nothing. The stage before must be a processor without state whose output this stage alone reads, with the
+ * same exactly-once setting; the chain then runs in the head's consumer group, one transaction per chunk.
+ */
+function chainProblems(stages: readonly ResolvedStage[]): string[] {
+  const problems: string[] = [];
+  stages.forEach((s, i) => {
+    if (s.via !== 'memory') return;
+    const at = `stages[${i}].via`;
+    const prev = stages[i - 1];
+    if (!prev) return void problems.push(`${at}: the first stage has no stage before it to chain after; remove via`);
+    if (prev.definition.kind !== 'processor') return void problems.push(`${at}: ${prev.name} is a source, which runs on its own; read its topic (remove via)`);
+    if (prev.ports['out'] !== s.input) return void problems.push(`${at}: ${s.name} reads ${s.input}, but ${prev.name} before it writes ${prev.ports['out']}; chain only after the stage whose output you read`);
+    const readers = stages.filter((r) => r.input === s.input).map((r) => r.name);
+    if (readers.length > 1) problems.push(`${at}: ${s.input} is read by ${readers.join(', ')}; a chained topic must have one reader (remove via, and the topic carries it)`);
+    if (keepsState(s) || keepsState(prev)) problems.push(`${at}: ${keepsState(s) ? s.name : prev.name} keeps state, which needs a topic of its own; remove via`);
+    if (s.exactlyOnce !== prev.exactlyOnce) problems.push(`${at}: ${s.name} and ${prev.name} differ in exactlyOnce; a chain commits once for all its stages`);
+  });
+  return problems;
 }
 
 /** A stage with one state over its input in arrival order needs one input partition, one at a time, exactly-once. */

@@ -89,6 +89,13 @@ export const commonStageFields = {
    * for stages with a backend, 8 for the others; always 1 for stages with state (chunks processed in order).
    */
   window: z.number().int().min(1).max(256).optional(),
+  /**
+   * `memory`: the stage runs chained after the stage before it (a sub-topology `a -> b`): in its consumer group
+   * and transaction, handed that stage's output in memory, so the topic between them is never written. Only
+   * where it is safe: the stage before is a processor without state whose output only this stage reads, with
+   * the same exactlyOnce. `topic` (default) reads its input topic: a replay and scaling point of its own.
+   */
+  via: z.enum(['topic', 'memory']).default('topic'),
   /** Input partitions processed concurrently by one instance. */
   concurrency: z.number().int().min(1).max(256).default(1),
   /** Transactional consume-process-produce; off trades exactly-once for at-least-once. */

@@ -150,6 +150,20 @@ describe('fault injection (real brokers, real processes)', () => {
     alive(b);
   });
 
+  it('(f) kill -9 of a process mid-chain (two stages chained in memory), then a restart', async () => {
+    const s = await scenario({ name: 'chain-kill9', brokers: bootstrap, topology: 'topologies/test/chain.yaml', sinkStage: 'copy-again', patch: slowCopy(150) });
+    const first = s.spawn();
+    await s.tail.waitFor(N / 4);
+    await first.kill();
+    expect(s.tail.count).toBeLessThan(N);
+    const second = s.spawn();
+    const liftedAt = Date.now();
+    await finish(s, 'kill -9 mid-chain (copy -> copy-again), restart', liftedAt);
+    // The topic between the chained stages is never written.
+    expect(await countRecords(s.kafka, s.topology.stages[0]!.ports.out!)).toBe(0);
+    alive(second);
+  });
+
   it('(e2) a zombie: an instance frozen past its session timeout wakes up mid-batch after another took over', async () => {
     const s = await scenario({ name: 'zombie', brokers: bootstrap, patch: slowCopy(400) });
     const a = s.spawn();

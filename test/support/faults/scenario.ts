@@ -24,6 +24,8 @@ export interface ScenarioOptions {
   patch?: Record<string, unknown>;
   /** Stage whose consumer group must reach the end of its input before the check. */
   stage: string;
+  /** Stage whose output is the sink that is checked (default: `stage`; the last stage of a chain). */
+  sinkStage?: string;
   outputSchema?: SchemaName;
   env?: Record<string, string>;
 }
@@ -55,7 +57,8 @@ export class Scenario {
   }
 
   get output(): string {
-    return this.stage.ports.out!;
+    const sink = this.options.sinkStage ? this.topology.stages.find((s) => s.name === this.options.sinkStage)! : this.stage;
+    return sink.ports.out!;
   }
 
   get deadLetter(): string {
