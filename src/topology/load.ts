@@ -254,6 +254,9 @@ function chainProblems(stages: readonly ResolvedStage[]): string[] {
     if (readers.length > 1) problems.push(`${at}: ${s.input} is read by ${readers.join(', ')}; a chained topic must have one reader (remove via, and the topic carries it)`);
     if (keepsState(s) || keepsState(prev)) problems.push(`${at}: ${keepsState(s) ? s.name : prev.name} keeps state, which needs a topic of its own; remove via`);
     if (s.exactlyOnce !== prev.exactlyOnce) problems.push(`${at}: ${s.name} and ${prev.name} differ in exactlyOnce; a chain commits once for all its stages`);
+    for (const field of ['batchSize', 'window'] as const) {
+      if (s[field] !== undefined) problems.push(`stages[${i}].${field}: ${s.name} runs in the chunks of the chain it is in; set ${field} on the chain's first stage instead`);
+    }
   });
   return problems;
 }
