@@ -4,7 +4,7 @@
 # The broker runs from the Maven Central jars: no Docker, no tarball download.
 #
 #   scripts/kafka.sh fetch
-#   scripts/kafka.sh start  [--name NAME] [--nodes 1|3] [--port PORT] [--node N]
+#   scripts/kafka.sh start  [--name NAME] [--nodes 1|3] [--port PORT] [--node N] [--secure [--users a,b]]
 #   scripts/kafka.sh stop   [--name NAME] [--node N] [--kill]   (--kill: SIGKILL, simulates a crash)
 #   scripts/kafka.sh status [--name NAME]
 #   scripts/kafka.sh bootstrap [--name NAME]
@@ -12,6 +12,13 @@
 #   scripts/kafka.sh clean  [--name NAME]
 #
 # stdout carries only results (the bootstrap string, status lines); progress goes to stderr.
+#
+# --secure (given when the cluster is created) makes a secured cluster: the client listener is SASL_SSL
+# (SCRAM-SHA-512) with a certificate signed by a CA made for this cluster, the controller listener is
+# mutual TLS, and StandardAuthorizer denies everything no ACL allows (allow.everyone.if.no.acl.found=false).
+# SCRAM users are created when the storage is formatted: the super user `admin` plus each of --users.
+# Clients find in the cluster directory:  tls/ca.crt (CA to trust), users/<name>.password (0600),
+# admin.properties (Java client config of the super user, for kafka-acls / kafka-configs).
 #
 # Environment:
 #   KAFKA_VERSION        Kafka version (default 3.9.1; 3.x supported)
@@ -147,6 +154,8 @@ NODES_OPT=
 PORT_OPT=
 NODE_OPT=
 KILL_OPT=
+SECURE_OPT=
+USERS_OPT=
 
 cluster_dir() { echo "$MAGPIE_RUN_DIR/kafka/$NAME"; }
 node_dir() { echo "$(cluster_dir)/node-$1"; }
@@ -223,6 +232,7 @@ init_cluster() {
     echo "CLUSTER_KAFKA_VERSION=$KAFKA_VERSION"
     echo "VOTERS=$voters"
     echo "BOOTSTRAP=$bootstrap"
+    echo "SECURE=$SECURE_OPT"
     for ((i = 1; i <= nodes; i++)); do
       echo "PORT_$i=${ports[2 * i - 2]}"
       echo "CPORT_$i=${ports[2 * i - 1]}"
@@ -230,6 +240,7 @@ init_cluster() {
   } >"$cdir/cluster.env.tmp"
   write_log4j "$cdir/log4j.properties"
   load_cluster_from "$cdir/cluster.env.tmp"
+  [[ -z $SECURE ]] || init_security
   for ((i = 1; i <= nodes; i++)); do write_node_config "$i"; done
   echo "$BOOTSTRAP" >"$cdir/bootstrap"
   format_storage
@@ -265,6 +276,81 @@ log4j.logger.kafka.server.KafkaConfig=WARN
 EOF
 }
 
+# Listener (and, on a secured cluster, TLS/SASL/authorizer) settings of a node with client port $1, controller port $2.
+listener_config() {
+  if [[ -z ${SECURE:-} ]]; then
+    cat <<EOF
+listeners=PLAINTEXT://$HOST:$1,CONTROLLER://$HOST:$2
+advertised.listeners=PLAINTEXT://$HOST:$1
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+EOF
+    return
+  fi
+  local tls; tls=$(cluster_dir)/tls
+  cat <<EOF
+listeners=SASL_SSL://$HOST:$1,CONTROLLER://$HOST:$2
+advertised.listeners=SASL_SSL://$HOST:$1
+# Clients and brokers: SCRAM over TLS. Controllers: mutual TLS (SCRAM credentials live in the metadata log,
+# which the controller listener must serve before it can read them).
+listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL
+inter.broker.listener.name=SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$(<"$(cluster_dir)/users/admin.password")";
+listener.name.controller.ssl.client.auth=required
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$tls/broker.p12
+ssl.keystore.password=$(<"$tls/keystore.password")
+ssl.truststore.type=PEM
+ssl.truststore.location=$tls/ca.crt
+# A certificate's CN is its principal: the brokers' own certificate (CN=kafka-broker) is User:kafka-broker.
+ssl.principal.mapping.rules=RULE:^CN=([^,]+).*\$/\$1/,DEFAULT
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users=User:admin;User:kafka-broker
+EOF
+}
+
+random_secret() { head -c 24 /dev/urandom | base64 | tr -d '/+=\n' | head -c 24; }
+
+# CA, broker certificate (SAN localhost/127.0.0.1) and SCRAM passwords of a secured cluster, made once at creation.
+init_security() {
+  command -v openssl >/dev/null 2>&1 || die "--secure needs openssl to make the cluster's certificates"
+  local cdir tls users; cdir=$(cluster_dir); tls=$cdir/tls; users=$cdir/users
+  mkdir -p "$tls" "$users"
+  chmod 700 "$users"
+  (
+    umask 077
+    cd "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=magpie-$NAME-ca" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj "/CN=kafka-broker" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out broker.crt -days 825 -extfile broker.ext 2>/dev/null
+    random_secret >keystore.password
+    openssl pkcs12 -export -in broker.crt -inkey broker.key -certfile ca.crt -name kafka-broker -out broker.p12 \
+      -passout "file:keystore.password"
+    chmod 644 ca.crt
+  ) || die "could not make the cluster's certificates with openssl"
+  local user
+  for user in admin ${USERS_OPT//,/ }; do
+    [[ $user =~ ^[A-Za-z0-9._-]+$ ]] || die "invalid user name '$user' in --users"
+    (umask 077; random_secret >"$users/$user.password")
+  done
+  (
+    umask 077
+    cat >"$cdir/admin.properties" <<EOF
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$(<"$users/admin.password")";
+ssl.truststore.type=PEM
+ssl.truststore.location=$tls/ca.crt
+EOF
+  )
+  log "secured cluster: CA $tls/ca.crt, SCRAM users $(ls "$users" | sed 's/\.password$//' | paste -sd, -)"
+}
+
 write_node_config() {
   local n=$1 ndir; ndir=$(node_dir "$n")
   local port_var=PORT_$n cport_var=CPORT_$n
@@ -277,10 +363,7 @@ write_node_config() {
 process.roles=broker,controller
 node.id=$n
 controller.quorum.voters=$VOTERS
-listeners=PLAINTEXT://$HOST:${!port_var},CONTROLLER://$HOST:${!cport_var}
-advertised.listeners=PLAINTEXT://$HOST:${!port_var}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+$(listener_config "${!port_var}" "${!cport_var}")
 controller.listener.names=CONTROLLER
 log.dirs=$ndir/data
 
@@ -315,12 +398,17 @@ EOF
 java_cp() { echo "$LIBS/*"; }
 
 format_storage() {
-  local i fpids=() rc=0
+  local i fpids=() rc=0 scram=() f
+  if [[ -n ${SECURE:-} ]]; then
+    for f in "$(cluster_dir)"/users/*.password; do
+      scram+=(--add-scram "SCRAM-SHA-512=[name=$(basename "$f" .password),password=$(<"$f")]")
+    done
+  fi
   for ((i = 1; i <= NODES; i++)); do
     local ndir; ndir=$(node_dir "$i")
     "$JAVA" -Xmx256m $JVM_OPTS -Dlog4j.configuration="file:$(cluster_dir)/log4j.properties" \
       -Dkafka.logs.dir="$ndir" -cp "$(java_cp)" kafka.tools.StorageTool format \
-      -t "$CLUSTER_ID" -c "$ndir/server.properties" --ignore-formatted >"$ndir/format.log" 2>&1 9>&- &
+      -t "$CLUSTER_ID" -c "$ndir/server.properties" --ignore-formatted "${scram[@]}" >"$ndir/format.log" 2>&1 9>&- &
     fpids+=($!)
   done
   for i in "${!fpids[@]}"; do
@@ -401,9 +489,27 @@ sock.on("data", (d) => {
 });
 '
 
+# The same question on a secured listener, asked by the super user through the project's kafkajs.
+SECURE_PROBE_JS='
+const [dir, host, port, caFile, passwordFile] = process.argv.slice(1);
+const { readFileSync } = require("fs");
+const { Kafka, logLevel } = require(require("module").createRequire(dir + "/package.json").resolve("kafkajs"));
+const kafka = new Kafka({
+  brokers: [host + ":" + port], logLevel: logLevel.NOTHING, connectionTimeout: 2000, requestTimeout: 2000, retry: { retries: 0 },
+  ssl: { ca: [readFileSync(caFile, "utf8")] },
+  sasl: { mechanism: "scram-sha-512", username: "admin", password: readFileSync(passwordFile, "utf8").trim() },
+});
+const admin = kafka.admin();
+admin.connect().then(() => admin.describeCluster()).then(
+  (c) => { console.log(c.brokers.map((b) => b.nodeId).sort((a, b) => a - b).join(",")); return admin.disconnect(); },
+  (e) => { process.stderr.write(String(e.message) + "\n"); process.exit(1); });
+'
+
 probe_brokers() {
   local port=$1
-  if command -v node >/dev/null 2>&1; then
+  if [[ -n ${SECURE:-} ]]; then
+    node -e "$SECURE_PROBE_JS" "$PROJECT_DIR" "$HOST" "$port" "$(cluster_dir)/tls/ca.crt" "$(cluster_dir)/users/admin.password"
+  elif command -v node >/dev/null 2>&1; then
     node -e "$METADATA_PROBE_JS" "$HOST" "$port" 2000
   else
     # Without node, fall back to the (slow, JVM-based) BrokerApiVersionsCommand: reachable != ready, so also
@@ -530,6 +636,9 @@ cmd_start_locked() {
     if [[ -n $PORT_OPT && $PORT_OPT != "$PORT_1" ]]; then
       die "cluster '$NAME' exists with port $PORT_1; run 'kafka.sh clean --name $NAME' to change it"
     fi
+    if [[ -n $SECURE_OPT && -z ${SECURE:-} ]]; then
+      die "cluster '$NAME' exists without --secure; run 'kafka.sh clean --name $NAME' to recreate it secured"
+    fi
     if [[ ${CLUSTER_KAFKA_VERSION:-} != "$KAFKA_VERSION" ]]; then
       log "warning: cluster '$NAME' was created with Kafka ${CLUSTER_KAFKA_VERSION:-?}, starting with $KAFKA_VERSION"
     fi
@@ -615,6 +724,9 @@ main() {
       --port) PORT_OPT=${2:?--port needs a value}; shift 2 ;;
       --port=*) PORT_OPT=${1#*=}; shift ;;
       --kill) KILL_OPT=1; shift ;;
+      --secure) SECURE_OPT=1; shift ;;
+      --users) USERS_OPT=${2:?--users needs a value}; shift 2 ;;
+      --users=*) USERS_OPT=${1#*=}; shift ;;
       --node) NODE_OPT=${2:?--node needs a value}; shift 2 ;;
       --node=*) NODE_OPT=${1#*=}; shift ;;
       -h | --help) usage 0 ;;

@@ -132,7 +132,7 @@ export const kafkaSuite: Suite = {
     const rawOut = `${prefix}raw-out`;
     await ensureTopics(kafka, [rawIn, rawOut].map((name) => ({ name, partitions: PARTITIONS, replicationFactor: 1 })), ctx.logger);
     await produce(kafka, rawIn, messages);
-    const raw = await rawCopy(kafka, rawIn, rawOut, count, stage.batchSize);
+    const raw = await rawCopy(kafka, rawIn, rawOut, count, stage.batchSize ?? 32);
     ctx.progress(`kafka raw kafkajs copy: ${raw.toFixed(0)} records/s`);
     await serde.close();
 

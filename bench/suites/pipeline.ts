@@ -41,10 +41,12 @@ const PROFILES: readonly ServerProfile[] = [
   { name: 'Llama-3-8B 1×H100 @8,000', ceiling: 8_000, singleStream: 120, maxBatch: 256 },
   { name: 'Llama-3-70B 4×H100 @1,500', ceiling: 1_500, singleStream: 40, maxBatch: 256 },
   { name: 'Llama-3-70B 4×H100 @3,500', ceiling: 3_500, singleStream: 40, maxBatch: 256 },
+  // An H200-class server: 8B at 20,000 output tok/s with a 512-sequence batch (vLLM --max-num-seqs 512).
+  { name: 'Llama-3.1-8B 1×H200 @20,000', ceiling: 20_000, singleStream: 150, maxBatch: 512 },
 ];
 
 /** Environment of bench/topologies/pipeline.yaml. */
-type Settings = Partial<Record<'PARTITIONS' | 'MAX_CONCURRENCY' | 'IN_FLIGHT' | 'SAMPLES_PER_REQUEST' | 'SOURCE_BATCH_SIZE' | 'RESPONSE_BATCH_SIZE' | 'RESPONSE_CONCURRENCY', number>>;
+type Settings = Partial<Record<'PARTITIONS', number>>;
 
 interface Variant {
   name: string;
@@ -54,28 +56,15 @@ interface Variant {
 }
 
 /**
- * `defaults`: the topology as the project's defaults leave it (3 partitions, one partition at a time, 64
- * requests in flight per backend). The tuned variants give the server more sequences than its batch holds:
- * pre-query sequences ≈ a quarter of the batch (inFlight 16 × n 4) and ~1,000 answer requests on 32 partitions.
- * One response-stage consumer still works in waves (kafkajs fetches again only when every partition's batch is
- * done, and a partition's next chunk waits for the slowest answer of the last), so the batch drains at each
- * wave's end; 16 consumers in the group (16 `magpie run --stages responses` processes) wave out of step.
+ * The topology as a user writes it, no tuning field set (the server's batch told, as `serverBatch`): one process,
+ * and sixteen response processes in one group (with 32 partitions so each has two).
  */
 const VARIANTS: readonly Variant[] = [
-  { name: 'defaults', settings: {}, responseInstances: 1 },
-  {
-    name: 'tuned, 1 consumer',
-    settings: { PARTITIONS: 16, RESPONSE_CONCURRENCY: 16, RESPONSE_BATCH_SIZE: 64, IN_FLIGHT: 16, SAMPLES_PER_REQUEST: 4, MAX_CONCURRENCY: 1_100 },
-    responseInstances: 1,
-  },
-  {
-    name: 'tuned, 16 consumers',
-    settings: { PARTITIONS: 32, RESPONSE_CONCURRENCY: 2, RESPONSE_BATCH_SIZE: 32, IN_FLIGHT: 16, SAMPLES_PER_REQUEST: 4, MAX_CONCURRENCY: 1_100 },
-    responseInstances: 16,
-  },
+  { name: 'defaults, 1 process', settings: {}, responseInstances: 1 },
+  { name: 'defaults, 16 processes', settings: { PARTITIONS: 32 }, responseInstances: 16 },
 ];
-/** --quick: the project defaults and the variant that keeps the server full. */
-const QUICK_VARIANTS = ['defaults', 'tuned, 16 consumers'];
+/** --quick: one process. */
+const QUICK_VARIANTS = ['defaults, 1 process'];
 
 interface SimProcess {
   url: string;
@@ -203,10 +192,10 @@ async function backlog(brokers: string[], ctx: BenchContext, prefix: string, gro
   }
 }
 
-async function runPipeline(ctx: BenchContext, sim: SimProcess, variant: Variant, timeScale: number, warmupS: number, windowS: number): Promise<PipelineRun> {
+async function runPipeline(ctx: BenchContext, sim: SimProcess, profile: ServerProfile, variant: Variant, timeScale: number, warmupS: number, windowS: number): Promise<PipelineRun> {
   const brokers = await ctx.brokers();
   const prefix = `bench-pipe-${randomBytes(3).toString('hex')}-`;
-  const env: NodeJS.ProcessEnv = { ...process.env, SIM_URL: `${sim.url}/v1` };
+  const env: NodeJS.ProcessEnv = { ...process.env, SIM_URL: `${sim.url}/v1`, SERVER_BATCH: String(profile.maxBatch) };
   for (const [k, v] of Object.entries(variant.settings)) env[k] = String(v);
   const topology = await loadTopologyFile(TOPOLOGY, { topicPrefix: prefix, brokers, env });
   await createTopologyTopics(createKafka(topology.kafka, ctx.logger), topology, ctx.logger);
@@ -274,7 +263,7 @@ export const pipelineSuite: Suite = {
         ctx.progress(`pipeline ${profile.name}: ceiling ${ceiling.decodedPerSecond.toFixed(0)} tok/s (batch ${ceiling.occupancy.toFixed(0)}/${profile.maxBatch}), timeScale ${timeScale}`);
         const only = process.env.BENCH_PIPELINE_VARIANTS?.split('|') ?? (ctx.quick ? QUICK_VARIANTS : undefined);
         for (const variant of VARIANTS.filter((v) => !only || only.some((o) => v.name.includes(o)))) {
-          const run = await runPipeline(ctx, sim, variant, timeScale, warmupS, windowS);
+          const run = await runPipeline(ctx, sim, profile, variant, timeScale, warmupS, windowS);
           const efficiency = run.server.decodedPerSecond / ceiling.decodedPerSecond;
           ctx.progress(
             `pipeline ${profile.name} ${variant.name}: ${run.server.decodedPerSecond.toFixed(0)} tok/s = ${efficiency.toFixed(3)} of ceiling (committed ${run.committedPerSecond.toFixed(0)} tok/s); ` +
@@ -282,7 +271,7 @@ export const pipelineSuite: Suite = {
           );
           out.push(
             measurement('pipeline', `${profile.name}, ${variant.name}`, run.server.decodedPerSecond, 'tok/s', { name: 'server ceiling (saturating client)', value: ceiling.decodedPerSecond }, {
-              settings: { PARTITIONS: 3, RESPONSE_CONCURRENCY: 1, RESPONSE_BATCH_SIZE: 32, IN_FLIGHT: 8, SAMPLES_PER_REQUEST: 4, MAX_CONCURRENCY: 64, ...variant.settings },
+              settings: { PARTITIONS: 3, SERVER_BATCH: profile.maxBatch, ...variant.settings },
               responseInstances: variant.responseInstances,
               timeScale,
               windowSeconds: windowS,

@@ -9,6 +9,7 @@ import { registerSchemas } from './commands/schemas.js';
 import { registerExport } from './commands/export.js';
 import { registerReplay } from './commands/replay.js';
 import { registerReport } from './commands/report.js';
+import { registerAcls } from './commands/acls.js';
 
 const program = new Command('magpie')
   .description('Streaming Magpie alignment-data synthesis on Apache Kafka')
@@ -27,6 +28,7 @@ registerSchemas(program);
 registerExport(program);
 registerReplay(program);
 registerReport(program);
+registerAcls(program);
 
 try {
   await program.parseAsync(process.argv);

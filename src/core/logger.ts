@@ -19,6 +19,11 @@ export function registerSecret(value: string | undefined): void {
   if (value && value.length >= 4) SECRETS.add(value);
 }
 
+/** Text with every registered secret replaced: for what leaves the process other than logs (reject and dead-letter reasons). */
+export function scrubRegistered(text: string): string {
+  return SECRETS.size === 0 ? text : scrubSecrets(text, SECRETS);
+}
+
 function scrubValue(value: unknown, depth = 0): unknown {
   if (typeof value === 'string') return scrubSecrets(value, SECRETS);
   if (value instanceof Error) {

@@ -52,6 +52,8 @@ export interface InferenceBackend {
   readonly id: string;
   /** Model name recorded in output records. */
   readonly model: string;
+  /** Requests this backend runs at once (what keeps its server's batch full). */
+  readonly concurrency?: number;
   complete(req: CompletionRequest): Promise<Completion[]>;
   chat(req: ChatRequest): Promise<Completion[]>;
   close(): Promise<void>;

@@ -1,11 +1,11 @@
-import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { ConfigError, errorMessage } from '../core/errors.js';
+import { ConfigError } from '../core/errors.js';
 import { registerSecret, type Logger } from '../core/logger.js';
+import { readSecretFile } from '../core/secrets.js';
 import type { InferenceBackend } from './backend.js';
-import { OpenAIBackend } from './openai.js';
+import { OpenAIBackend, type OpenAIServer } from './openai.js';
 import { TEMPLATE_FAMILIES } from './templates.js';
 
 const positiveInt = z.number().int().positive();
@@ -23,7 +23,13 @@ const openaiConfigSchema = z
     apiKeyEnv: z.string().min(1).default('OPENAI_API_KEY'),
     /** File holding the API key (e.g. a mounted secret); wins over apiKeyEnv. */
     apiKeyFile: z.string().min(1).optional(),
-    maxConcurrency: positiveInt.default(64),
+    /**
+     * Sequences the server runs at once (vLLM --max-num-seqs, SGLang --max-running-requests). Default: the
+     * server's own default (vLLM and SGLang 256, TGI 128, llama.cpp 4, others 64).
+     */
+    serverBatch: positiveInt.optional(),
+    /** Requests in flight at once across all URLs. Default: serverBatch per URL, so every server's batch stays full. */
+    maxConcurrency: positiveInt.optional(),
     connectionsPerUrl: positiveInt.optional(),
     /** Per attempt, whole response included. */
     timeoutMs: positiveInt.default(600_000),
@@ -74,23 +80,18 @@ export function defaultGgufPath(env: NodeJS.ProcessEnv = process.env): string {
   return join(cache, 'models', 'smollm2-135m-instruct', 'SmolLM2-135M-Instruct.Q4_1.gguf');
 }
 
-function resolveApiKey(name: string, config: z.output<typeof openaiConfigSchema>, env: NodeJS.ProcessEnv): string | undefined {
-  if (config.apiKeyFile !== undefined) {
-    try {
-      const key = readFileSync(config.apiKeyFile, 'utf8').trim();
-      if (key) return key;
-    } catch (err) {
-      throw new ConfigError(`backends.${name}.apiKeyFile: cannot read ${config.apiKeyFile} (${errorMessage(err)})`, { field: `backends.${name}.apiKeyFile` });
-    }
-    throw new ConfigError(`backends.${name}.apiKeyFile: ${config.apiKeyFile} is empty`, { field: `backends.${name}.apiKeyFile` });
-  }
+function resolveApiKey(name: string, config: z.output<typeof openaiConfigSchema>, env: NodeJS.ProcessEnv, logger: Logger): string | undefined {
+  if (config.apiKeyFile !== undefined) return readSecretFile(config.apiKeyFile, `backends.${name}.apiKeyFile`, logger);
   return env[config.apiKeyEnv]?.trim() || undefined;
 }
+
+/** The batch each kind of server runs by default. */
+const DEFAULT_SERVER_BATCH: Record<OpenAIServer, number> = { vllm: 256, sglang: 256, tgi: 128, llamacpp: 4, generic: 64 };
 
 /** Builds (and, for llama.cpp, loads) the backend a validated config describes. */
 export async function createBackend(name: string, config: BackendConfig, logger: Logger, env: NodeJS.ProcessEnv = process.env): Promise<InferenceBackend> {
   if (config.type === 'openai') {
-    const apiKey = resolveApiKey(name, config, env);
+    const apiKey = resolveApiKey(name, config, env, logger);
     registerSecret(apiKey);
     return new OpenAIBackend({
       name,
@@ -98,7 +99,7 @@ export async function createBackend(name: string, config: BackendConfig, logger:
       model: config.model,
       server: config.server,
       ...(apiKey === undefined ? {} : { apiKey }),
-      maxConcurrency: config.maxConcurrency,
+      maxConcurrency: config.maxConcurrency ?? (config.serverBatch ?? DEFAULT_SERVER_BATCH[config.server]) * (config.baseUrls?.length ?? 1),
       ...(config.connectionsPerUrl === undefined ? {} : { connectionsPerUrl: config.connectionsPerUrl }),
       timeoutMs: config.timeoutMs,
       retries: config.retries,

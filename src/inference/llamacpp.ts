@@ -141,6 +141,7 @@ class SequencePool {
 export class LlamaCppBackend implements InferenceBackend {
   readonly id: string;
   readonly model: string;
+  readonly concurrency: number;
   /** Chat format used by chat(); undefined when neither given nor detectable. */
   readonly template: ChatTemplate | undefined;
   private readonly grammars = new Map<string, Promise<LlamaGrammar>>();
@@ -156,6 +157,7 @@ export class LlamaCppBackend implements InferenceBackend {
   ) {
     this.model = opts.model ?? basename(opts.modelPath).replace(/\.gguf$/i, '');
     this.id = `llamacpp:${this.model}`;
+    this.concurrency = opts.sequences;
     const detected = opts.family ?? detectFamily(llamaModel.fileInfo.metadata?.tokenizer?.chat_template ?? '') ?? detectFamily(this.model);
     this.template = opts.template ?? (detected ? familyTemplate(detected) : undefined);
   }

@@ -79,6 +79,7 @@ interface WireResponse {
 export class OpenAIBackend implements InferenceBackend {
   readonly id: string;
   readonly model: string;
+  readonly concurrency: number;
   private readonly endpoints: Endpoint[];
   private readonly limit: LimitFunction;
   private readonly log: Logger;
@@ -90,6 +91,7 @@ export class OpenAIBackend implements InferenceBackend {
   constructor(private readonly opts: OpenAIBackendOptions) {
     if (opts.baseUrls.length === 0) throw new TypeError('OpenAIBackend needs at least one base URL');
     this.id = `openai:${opts.model}`;
+    this.concurrency = opts.maxConcurrency;
     this.model = opts.model;
     this.limit = pLimit(opts.maxConcurrency);
     this.supportsN = opts.supportsN ?? opts.server !== 'llamacpp';

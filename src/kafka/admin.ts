@@ -1,4 +1,5 @@
-import type { Admin, Kafka } from 'kafkajs';
+import kafkajs, { type Admin, type Kafka } from 'kafkajs';
+import { DEFAULT_MAX_MESSAGE_BYTES } from './send-plan.js';
 import type { Logger } from '../core/logger.js';
 
 export interface TopicSpec {
@@ -71,6 +72,22 @@ export async function setGroupOffsets(kafka: Kafka, groupId: string, topic: stri
   } finally {
     await admin.disconnect();
   }
+}
+
+/** max.message.bytes of each topic, as the broker has it (topic override or broker default). */
+export async function fetchMessageLimits(admin: Admin, topics: readonly string[]): Promise<Record<string, number>> {
+  const unique = [...new Set(topics)];
+  if (unique.length === 0) return {};
+  const { resources } = await admin.describeConfigs({
+    includeSynonyms: false,
+    resources: unique.map((name) => ({ type: kafkajs.ConfigResourceTypes.TOPIC, name, configNames: ['max.message.bytes'] })),
+  });
+  const limits: Record<string, number> = {};
+  for (const r of resources) {
+    const value = Number(r.configEntries.find((e) => e.configName === 'max.message.bytes')?.configValue);
+    limits[r.resourceName] = Number.isFinite(value) && value > 0 ? value : DEFAULT_MAX_MESSAGE_BYTES;
+  }
+  return limits;
 }
 
 /** Partitions of each existing topic (missing topics are left out). */

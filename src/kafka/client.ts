@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { Kafka, logLevel, type KafkaConfig as KafkaJsConfig, type SASLOptions } from 'kafkajs';
+import { Kafka, logLevel, type KafkaConfig as KafkaJsConfig, type Producer, type ProducerConfig, type SASLOptions } from 'kafkajs';
 import { ConfigError } from '../core/errors.js';
 import { registerSecret, type Logger } from '../core/logger.js';
+import { readSecretFile } from '../core/secrets.js';
 import type { KafkaConfig } from '../topology/schema.js';
 
 // kafkajs logs at ERROR what it then retries (leader moves, concurrent transactions); the runner logs real failures.
@@ -12,27 +13,33 @@ const LEVELS: Record<number, 'error' | 'warn' | 'info' | 'debug'> = {
   [logLevel.DEBUG]: 'debug',
 };
 
-function readSecret(envName: string | undefined, file: string | undefined, field: string): string {
+function readSecret(envName: string | undefined, file: string | undefined, field: string, logger: Logger): string {
   if (envName) {
     const value = process.env[envName];
     if (value) return value;
     if (!file) throw new ConfigError(`${field}: environment variable ${envName} is not set`);
   }
-  if (file) {
-    try {
-      return readFileSync(file, 'utf8').trim();
-    } catch (err) {
-      throw new ConfigError(`${field}: cannot read secrets file ${file}: ${(err as Error).message}`);
-    }
-  }
+  if (file) return readSecretFile(file, field, logger);
   throw new ConfigError(`${field}: no secret source given`);
 }
 
 /**
- * Retries of idempotent and transactional producers: effectively unbounded (kafkajs warns that a limit may
- * break exactly-once), each wait capped, so a send outlives a broker restart instead of failing the batch.
+ * Retries of idempotent and transactional producers: unbounded, as kafkajs requires for exactly-once (it warns
+ * about any limit), each wait capped, so a send outlives a broker restart instead of failing the batch. The first
+ * wait is short: back-to-back transactions of one producer meet CONCURRENT_TRANSACTIONS until the previous
+ * one's markers are written, a few milliseconds later.
  */
-export const PRODUCER_RETRY = { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 200, maxRetryTime: 5_000 } as const;
+export const PRODUCER_RETRY = { retries: Number.MAX_SAFE_INTEGER, initialRetryTime: 20, maxRetryTime: 5_000 } as const;
+
+/**
+ * Every producer of the project: idempotent (transactional when given an id), one request in flight for
+ * transactions, retries as PRODUCER_RETRY.
+ */
+export function createProducer(kafka: Kafka, options: { idempotent?: boolean; transactionalId?: string; transactionTimeout?: number }): Producer {
+  const config: ProducerConfig = { idempotent: true, retry: PRODUCER_RETRY, allowAutoTopicCreation: false, maxInFlightRequests: 5 };
+  if (options.transactionalId) Object.assign(config, { transactionalId: options.transactionalId, maxInFlightRequests: 1, transactionTimeout: options.transactionTimeout ?? 60_000 });
+  return kafka.producer(config);
+}
 
 /** Translates the topology's kafka block into a kafkajs client that logs through pino. */
 export function createKafka(config: KafkaConfig, logger: Logger): Kafka {
@@ -62,7 +69,7 @@ export function createKafka(config: KafkaConfig, logger: Logger): Kafka {
         };
   }
   if (config.sasl) {
-    const password = readSecret(config.sasl.passwordEnv, config.sasl.passwordFile, 'kafka.sasl');
+    const password = readSecret(config.sasl.passwordEnv, config.sasl.passwordFile, 'kafka.sasl', logger);
     registerSecret(password);
     options.sasl = { mechanism: config.sasl.mechanism, username: config.sasl.username, password } as SASLOptions;
   }

@@ -1,36 +1,51 @@
 import type { Kafka, Producer, TopicMessages } from 'kafkajs';
 import type { Logger } from '../core/logger.js';
-import { PRODUCER_RETRY } from './client.js';
-import type { OutboundMessage } from './route.js';
+import { createProducer } from './client.js';
+import { planSends, type OutboundMessage } from './send-plan.js';
 
-export interface CommitRequest {
+/** The input position a commit moves forward, for stages; sources have none. */
+export interface InputPosition {
   groupId: string;
   topic: string;
   partition: number;
   /** The next offset to consume (last processed + 1). */
   nextOffset: string;
-  byTopic: Map<string, OutboundMessage[]>;
 }
 
-/** Writes a chunk's outputs and the input offsets as one step. */
+export interface CommitRequest {
+  /** Which transactional writer: an input topic-partition's for stages, the instance's own for sources. */
+  writer: string;
+  byTopic: ReadonlyMap<string, OutboundMessage[]>;
+  input?: InputPosition;
+}
+
+/** Writes outputs (and, for stages, the input offsets) as one step. */
 export interface Committer {
   /**
-   * Takes over writing for an input partition: from now on no earlier writer of it (another process
-   * included) can commit. Call before reading the partition's committed offset.
+   * Takes over a writer: from now on no earlier holder of it (another process included) can commit. Stages
+   * call it before reading the partition's committed offset.
    */
-  fence(topic: string, partition: number): Promise<void>;
-  commit(req: CommitRequest, commitOffsets: (topic: string, partition: number, offset: string) => Promise<void>): Promise<void>;
+  fence(writer: string): Promise<void>;
+  commit(req: CommitRequest, commitOffsets: (position: InputPosition) => Promise<void>): Promise<void>;
   close(): Promise<void>;
 }
 
-function topicMessages(byTopic: Map<string, OutboundMessage[]>): TopicMessages[] {
-  return [...byTopic].map(([topic, messages]) => ({ topic, messages: messages.map((m) => ({ key: m.key, value: m.value, headers: m.headers })) }));
+export interface CommitterOptions {
+  /** max.message.bytes of a topic, as the broker has it: sends are split to fit. */
+  limitOf: (topic: string) => number;
+  /** Transaction timeout: how long read_committed consumers wait on a transaction left open by a crash. */
+  transactionTimeoutMs?: number;
+}
+
+async function sendAll(send: (topicMessages: TopicMessages[]) => Promise<unknown>, byTopic: ReadonlyMap<string, OutboundMessage[]>, limitOf: (topic: string) => number): Promise<void> {
+  for (const topicMessages of planSends(byTopic, limitOf)) await send(topicMessages);
 }
 
 /**
- * Exactly-once: outputs and offsets in one Kafka transaction. One transactional id per input partition
- * (kafkajs has no group-metadata fencing, KIP-447): a new owner of the partition fences the old one, so a
- * zombie's transaction can never commit after a rebalance.
+ * Exactly-once: outputs and offsets in one Kafka transaction, split into as many sends as the topics' size limits
+ * need. Each writer is one transactional id (kafkajs has no group-metadata fencing, KIP-447): a stage uses one
+ * per input partition, so a new owner of the partition fences the old one and a zombie's transaction can never
+ * commit after a rebalance.
  */
 export class TransactionalCommitter implements Committer {
   private readonly producers = new Map<string, Promise<Producer>>();
@@ -39,18 +54,19 @@ export class TransactionalCommitter implements Committer {
     private readonly kafka: Kafka,
     private readonly transactionalIdPrefix: string,
     private readonly logger: Logger,
+    private readonly options: CommitterOptions,
   ) {}
 
-  private idOf(topic: string, partition: number): string {
-    return `${this.transactionalIdPrefix}-${topic}-${partition}`;
+  private idOf(writer: string): string {
+    return `${this.transactionalIdPrefix}-${writer}`;
   }
 
   /**
-   * A new producer for the partition's transactional id. Its InitProducerId bumps the epoch, which fences every
+   * A new producer for the writer's transactional id. Its InitProducerId bumps the epoch, which fences every
    * older producer of the id and completes (aborts) a transaction one left open; it returns only after that.
    */
-  async fence(topic: string, partition: number): Promise<void> {
-    const id = this.idOf(topic, partition);
+  async fence(writer: string): Promise<void> {
+    const id = this.idOf(writer);
     const previous = this.producers.get(id);
     this.producers.delete(id);
     await previous?.then((p) => p.disconnect()).catch(() => undefined);
@@ -61,7 +77,7 @@ export class TransactionalCommitter implements Committer {
     let p = this.producers.get(id);
     if (!p) {
       const created = (async () => {
-        const producer = this.kafka.producer({ transactionalId: id, idempotent: true, maxInFlightRequests: 1, retry: PRODUCER_RETRY, transactionTimeout: 60_000 });
+        const producer = createProducer(this.kafka, { transactionalId: id, transactionTimeout: this.options.transactionTimeoutMs ?? 60_000 });
         await producer.connect();
         // kafkajs sends InitProducerId with the transactional id when the first transaction begins, not on
         // connect: begin (and drop) an empty one now, so the fence is in place before any offset is read.
@@ -78,13 +94,16 @@ export class TransactionalCommitter implements Committer {
   }
 
   async commit(req: CommitRequest): Promise<void> {
-    const id = this.idOf(req.topic, req.partition);
+    const id = this.idOf(req.writer);
     const entry = this.producerFor(id);
     const producer = await entry;
     const txn = await producer.transaction();
     try {
-      if (req.byTopic.size > 0) await txn.sendBatch({ topicMessages: topicMessages(req.byTopic), acks: -1 });
-      await txn.sendOffsets({ consumerGroupId: req.groupId, topics: [{ topic: req.topic, partitions: [{ partition: req.partition, offset: req.nextOffset }] }] });
+      await sendAll((topicMessages) => txn.sendBatch({ topicMessages, acks: -1 }), req.byTopic, this.options.limitOf);
+      if (req.input) {
+        const { groupId, topic, partition, nextOffset } = req.input;
+        await txn.sendOffsets({ consumerGroupId: groupId, topics: [{ topic, partitions: [{ partition, offset: nextOffset }] }] });
+      }
       await txn.commit();
     } catch (err) {
       await txn.abort().catch((abortErr: unknown) => this.logger.warn({ err: String(abortErr) }, 'transaction abort failed'));
@@ -106,21 +125,25 @@ export class TransactionalCommitter implements Committer {
 export class AtLeastOnceCommitter implements Committer {
   private producer: Promise<Producer> | undefined;
 
-  constructor(private readonly kafka: Kafka) {}
+  constructor(
+    private readonly kafka: Kafka,
+    private readonly options: CommitterOptions,
+  ) {}
 
   /** At-least-once has nothing to fence: a previous owner's late write is a tolerated duplicate. */
   async fence(): Promise<void> {}
 
-  async commit(req: CommitRequest, commitOffsets: (topic: string, partition: number, offset: string) => Promise<void>): Promise<void> {
+  async commit(req: CommitRequest, commitOffsets: (position: InputPosition) => Promise<void>): Promise<void> {
     if (req.byTopic.size > 0) {
       this.producer ??= (async () => {
-        const producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 5, retry: PRODUCER_RETRY });
+        const producer = createProducer(this.kafka, { idempotent: true });
         await producer.connect();
         return producer;
       })();
-      await (await this.producer).sendBatch({ topicMessages: topicMessages(req.byTopic), acks: -1 });
+      const producer = await this.producer;
+      await sendAll((topicMessages) => producer.sendBatch({ topicMessages, acks: -1 }), req.byTopic, this.options.limitOf);
     }
-    await commitOffsets(req.topic, req.partition, req.nextOffset);
+    if (req.input) await commitOffsets(req.input);
   }
 
   async close(): Promise<void> {

@@ -3,6 +3,9 @@ import type { Kafka } from 'kafkajs';
 import { MagpieError } from '../core/errors.js';
 import { headersToStrings, type RawRecord } from './route.js';
 
+/** Consumer groups of readers without a group of their own start with this (ACLs grant them by prefix). */
+export const READER_GROUP_PREFIX = 'magpie-read-';
+
 export interface ReadTopicOptions {
   /** Stop at the end offsets seen at the start (default) or keep following new records. */
   follow?: boolean;
@@ -61,7 +64,7 @@ export async function readTopic(kafka: Kafka, topic: string, onRecord: (raw: Raw
   options.onStart?.(ranges);
   // A partition the group has already read to the end yields no batch: it must not be waited for.
   const pending = new Map(ranges.filter((r) => r.end > r.start).map((r) => [r.partition, r.end - 1n]));
-  const groupId = options.groupId ?? `magpie-read-${randomUUID()}`;
+  const groupId = options.groupId ?? `${READER_GROUP_PREFIX}${randomUUID()}`;
   const consumer = kafka.consumer({ groupId, readUncommitted: false, allowAutoTopicCreation: false });
   let count = 0;
   let resolveDone!: () => void;

@@ -1,11 +1,14 @@
 import type { CircuitBreaker } from '../core/circuit-breaker.js';
 import { errorCode, errorMessage, isRetryable, MagpieError } from '../core/errors.js';
-import type { Logger } from '../core/logger.js';
+import { scrubRegistered, type Logger } from '../core/logger.js';
 import { backoffDelay, sleep } from '../core/retry.js';
 import type { RecordSerde } from '../serde/serde.js';
 import type { SchemaName } from '../serde/schemas.js';
 import type { InputRecord, Outcome, StageContext } from '../processors/stage.js';
 import type { RetryConfig } from '../topology/schema.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, largestMessage, messageBytes, type OutboundMessage } from './send-plan.js';
+
+export type { OutboundMessage } from './send-plan.js';
 
 /** A record exactly as it came off the wire. */
 export interface RawRecord {
@@ -18,16 +21,12 @@ export interface RawRecord {
   timestamp: string;
 }
 
-export interface OutboundMessage {
-  key: string | Buffer | null;
-  value: Buffer;
-  headers: Record<string, string>;
-}
-
 export interface RoutedBatch {
   /** Topic → messages, in input order. */
   byTopic: Map<string, OutboundMessage[]>;
   counts: { in: number; out: number; rejected: number; deadLettered: number };
+  /** Per stage, for a chain of stages: what each took in and let out. */
+  byStage?: Map<string, { in: number; out: number; rejected: number; deadLettered: number }>;
 }
 
 /** What the router needs to know about the stage; a subset of ResolvedStage so it is testable alone. */
@@ -39,13 +38,18 @@ export interface RouteTarget {
   rejects: string;
   deadLetter: string;
   retry: RetryConfig;
+  /**
+   * Attempts each record gets while the stage's other calls are answered; past it the record is dead-lettered.
+   * 0: never. A server that fails for every record (an outage) spends no record's budget: records wait.
+   */
   deadLetterAfterAttempts: number;
-  /** Largest record the broker accepts (message.max.bytes); bigger outputs are dead-lettered, not sent. */
-  maxMessageBytes?: number;
+  /** max.message.bytes per topic as the broker has it; outputs too large for their topic are dead-lettered. */
+  messageLimits?: Readonly<Record<string, number>>;
 }
 
-/** Kafka's default message.max.bytes less room for the batch header. */
-export const DEFAULT_MAX_MESSAGE_BYTES = 1_000_000;
+export function messageLimit(target: Pick<RouteTarget, 'messageLimits'>, topic: string): number {
+  return target.messageLimits?.[topic] ?? DEFAULT_MAX_MESSAGE_BYTES;
+}
 
 export type ProcessFn<I, O> = (batch: InputRecord<I>[], ctx: StageContext) => Promise<Outcome<O>[]>;
 
@@ -59,13 +63,20 @@ export function headersToStrings(headers: Record<string, Buffer | string | (Buff
   return out;
 }
 
+/** One stage of a chain: how it processes, where its outputs, rejects and dead letters go, its circuit. */
+export interface ChainLink {
+  process: ProcessFn<unknown, unknown>;
+  target: RouteTarget;
+  breaker?: CircuitBreaker;
+}
+
 /**
  * Decode → process (with retries) → encode, for one chunk of one partition. Pure with respect to Kafka:
  * the caller sends `byTopic` and commits the offsets in one step. Every input ends in exactly one of:
  * outputs, a reject record, a dead-letter record; or the whole call throws (nothing may be committed).
  * `breaker`, shared by the chunks of a stage, holds every attempt back while the stage's calls keep failing.
  */
-export async function routeBatch<I, O>(
+export function routeBatch<I, O>(
   raws: RawRecord[],
   process: ProcessFn<I, O>,
   serde: RecordSerde,
@@ -73,46 +84,101 @@ export async function routeBatch<I, O>(
   ctx: StageContext,
   breaker?: CircuitBreaker,
 ): Promise<RoutedBatch> {
-  const logger = ctx.logger;
-  const byTopic = new Map<string, OutboundMessage[]>();
-  const counts = { in: raws.length, out: 0, rejected: 0, deadLettered: 0 };
-  const push = (topic: string, msg: OutboundMessage) => {
-    const list = byTopic.get(topic);
-    if (list) list.push(msg);
-    else byTopic.set(topic, [msg]);
-  };
+  return routeChain(raws, [{ process: process as ProcessFn<unknown, unknown>, target, ...(breaker ? { breaker } : {}) }], serde, ctx);
+}
 
-  // One slot per input: the outcome once known.
-  const outcomes: (Outcome<O> | { kind: 'dead'; code: string; reason: string; attempts?: number })[] = new Array(raws.length);
-  const decoded: { index: number; record: InputRecord<I> }[] = [];
-  const inputValues: unknown[] = new Array(raws.length);
+/**
+ * routeBatch for stages chained in memory: what a stage emits on its 'out' port is handed to the next stage
+ * without a topic in between; the last stage's outputs, every stage's other ports, rejects and dead letters
+ * are encoded for their topics, in input order. A record rejected or dead-lettered by a stage stops there
+ * (its dead letter names that stage and carries the chain's input bytes).
+ */
+export async function routeChain(raws: RawRecord[], links: readonly ChainLink[], serde: RecordSerde, ctx: StageContext): Promise<RoutedBatch> {
+  const byTopic = new Map<string, OutboundMessage[]>();
+  const routers = links.map((l) => new OutcomeRouter<unknown>(serde, l.target, links.length > 1 ? ctx.logger.child({ stage: l.target.name }) : ctx.logger, byTopic));
+  // Per input, what to route, in the order it happened: stages downstream come after the ones before them.
+  const routed: { link: number; outcome: FinalOutcome<unknown>; input: unknown }[][] = raws.map(() => []);
+  const head = links[0]!.target;
+  if (!head.inputSchema) throw new Error(`stage ${head.name} has no input schema`);
+  let items: { index: number; record: InputRecord<unknown> }[] = [];
   for (let i = 0; i < raws.length; i++) {
     const raw = raws[i]!;
-    if (!target.inputSchema) throw new Error(`stage ${target.name} has no input schema`);
     try {
-      const value = await serde.decode<I>(target.inputSchema, raw.value, raw.headers);
-      inputValues[i] = value;
-      decoded.push({
-        index: i,
-        record: { value, key: raw.key?.toString() ?? null, headers: raw.headers, topic: raw.topic, partition: raw.partition, offset: raw.offset, timestamp: raw.timestamp },
-      });
+      const value = await serde.decode(head.inputSchema, raw.value, raw.headers);
+      items.push({ index: i, record: { value, key: raw.key?.toString() ?? null, headers: raw.headers, topic: raw.topic, partition: raw.partition, offset: raw.offset, timestamp: raw.timestamp } });
     } catch (err) {
       if (isRetryable(err)) throw err;
-      logger.warn({ offset: raw.offset, code: errorCode(err), err: errorMessage(err) }, 'cannot decode record; dead-lettering it');
-      outcomes[i] = { kind: 'dead', code: errorCode(err), reason: errorMessage(err) };
+      routers[0]!.log.warn({ offset: raw.offset, code: errorCode(err), err: errorMessage(err) }, 'cannot decode record; dead-lettering it');
+      routed[i]!.push({ link: 0, outcome: { kind: 'dead', code: errorCode(err), reason: errorMessage(err) }, input: undefined });
     }
   }
-
-  if (decoded.length > 0) {
-    const results = await processWithRetries(decoded.map((d) => d.record), process, target, ctx, breaker);
-    results.forEach((outcome, j) => {
-      outcomes[decoded[j]!.index] = outcome;
+  const inputs = links.map(() => 0);
+  for (let k = 0; k < links.length && items.length > 0; k++) {
+    const link = links[k]!;
+    inputs[k] = items.length;
+    const stageCtx = links.length > 1 ? { ...ctx, logger: routers[k]!.log } : ctx;
+    const outcomes = await processWithRetries(items.map((it) => it.record), link.process, link.target, stageCtx, link.breaker);
+    const next: typeof items = [];
+    outcomes.forEach((outcome, j) => {
+      const item = items[j]!;
+      if (k === links.length - 1 || outcome.kind !== 'emit') {
+        routed[item.index]!.push({ link: k, outcome, input: item.record.value });
+        return;
+      }
+      const forward = outcome.records.filter((r) => (r.port ?? 'out') === 'out');
+      const others = outcome.records.filter((r) => (r.port ?? 'out') !== 'out');
+      if (others.length > 0) routed[item.index]!.push({ link: k, outcome: { kind: 'emit', records: others }, input: item.record.value });
+      routers[k]!.forwarded += forward.length;
+      for (const r of forward) next.push({ index: item.index, record: { ...item.record, value: r.value, key: r.key ?? item.record.key } });
     });
+    items = next;
+  }
+  for (let i = 0; i < raws.length; i++) {
+    for (const { link, outcome, input } of routed[i]!) await routers[link]!.add(outcome, input, raws[i]);
+  }
+  const counts = { in: raws.length, out: 0, rejected: 0, deadLettered: 0 };
+  const byStage = new Map<string, RoutedBatch['counts']>();
+  routers.forEach((r, k) => {
+    const c = { ...r.counts, in: k === 0 ? raws.length : inputs[k]!, out: r.counts.out + r.forwarded };
+    byStage.set(links[k]!.target.name, c);
+    counts.rejected += c.rejected;
+    counts.deadLettered += c.deadLettered;
+  });
+  counts.out = routers.at(-1)!.counts.out;
+  return { byTopic, counts, byStage };
+}
+
+type FinalOutcome<O> = Exclude<Outcome<O>, { kind: 'failed' }> | { kind: 'dead'; code: string; reason: string; attempts?: number };
+
+/**
+ * Turns final outcomes into encoded messages per topic: outputs, reject records and dead letters. An output that
+ * cannot be encoded, or is too large for its topic, becomes a dead letter instead. Shared by stages and sources.
+ */
+export class OutcomeRouter<O> {
+  readonly counts = { in: 0, out: 0, rejected: 0, deadLettered: 0 };
+  /** Records handed on in memory to the next stage of a chain (counted as outputs of this stage). */
+  forwarded = 0;
+
+  constructor(
+    private readonly serde: RecordSerde,
+    private readonly target: RouteTarget,
+    private readonly logger: Logger,
+    readonly byTopic = new Map<string, OutboundMessage[]>(),
+  ) {}
+
+  get log(): Logger {
+    return this.logger;
   }
 
-  for (let i = 0; i < raws.length; i++) {
-    const raw = raws[i]!;
-    let outcome = outcomes[i]!;
+  private push(topic: string, msg: OutboundMessage): void {
+    const list = this.byTopic.get(topic);
+    if (list) list.push(msg);
+    else this.byTopic.set(topic, [msg]);
+  }
+
+  /** Routes one outcome; `raw` is the input it answers (none for a source). */
+  async add(outcome: FinalOutcome<O>, input: unknown, raw?: RawRecord): Promise<void> {
+    const { serde, target, logger } = this;
     if (outcome.kind === 'emit') {
       try {
         const messages: [string, OutboundMessage][] = [];
@@ -122,31 +188,39 @@ export async function routeBatch<I, O>(
           const schema = target.portSchemas[port];
           if (!topic || !schema) throw new MagpieError('STAGE_BAD_PORT', `stage ${target.name} emitted to unknown port '${port}'`);
           const encoded = await serde.encode(schema, rec.value, topic);
-          const limit = target.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-          if (encoded.value.length > limit) throw new MagpieError('OUTPUT_TOO_LARGE', `output record for port '${port}' is ${encoded.value.length} bytes, over the ${limit}-byte limit of the broker`);
-          const key = rec.key ?? raw.key ?? uuidOf(rec.value) ?? null;
-          messages.push([topic, { key, value: encoded.value, headers: encoded.headers }]);
+          const key = rec.key ?? raw?.key ?? uuidOf(rec.value) ?? null;
+          const msg = { key, value: encoded.value, headers: encoded.headers };
+          const limit = messageLimit(target, topic);
+          if (messageBytes(msg) > largestMessage(limit)) throw new MagpieError('OUTPUT_TOO_LARGE', `output record for port '${port}' is ${encoded.value.length} bytes, over the ${limit}-byte limit (max.message.bytes) of topic ${topic}`);
+          messages.push([topic, msg]);
         }
-        for (const [topic, msg] of messages) push(topic, msg);
-        counts.out += messages.length;
-        continue;
+        for (const [topic, msg] of messages) this.push(topic, msg);
+        this.counts.out += messages.length;
+        return;
       } catch (err) {
         if (isRetryable(err)) throw err;
-        logger.warn({ offset: raw.offset, code: errorCode(err), err: errorMessage(err) }, 'output cannot be written; dead-lettering the record');
+        logger.warn({ offset: raw?.offset, code: errorCode(err), err: errorMessage(err) }, 'output cannot be written; dead-lettering the record');
         outcome = { kind: 'dead', code: errorCode(err), reason: `output could not be encoded: ${errorMessage(err)}` };
       }
     }
     if (outcome.kind === 'reject') {
       // Debug only: a filter stage rejects by design, often most of its input.
-      logger.debug({ offset: raw.offset, rule: outcome.rule, reason: outcome.reason }, 'record rejected');
-      push(target.rejects, await rejectMessage(serde, target, outcome, outcome.record ?? inputValues[i], raw));
-      counts.rejected++;
-    } else if (outcome.kind === 'dead') {
-      push(target.deadLetter, await deadLetterMessage(serde, target, raw, outcome.code, outcome.reason, 'attempts' in outcome ? outcome.attempts ?? 1 : 1));
-      counts.deadLettered++;
+      logger.debug({ offset: raw?.offset, rule: outcome.rule, reason: outcome.reason }, 'record rejected');
+      this.push(target.rejects, await rejectMessage(serde, target, outcome, outcome.record ?? input, raw));
+      this.counts.rejected++;
+    } else if (raw) {
+      this.push(target.deadLetter, await deadLetterMessage(serde, target, raw, outcome.code, outcome.reason, 'attempts' in outcome ? outcome.attempts ?? 1 : 1));
+      this.counts.deadLettered++;
+    } else {
+      // A source has no input bytes to keep: what it could not make is a reject with the reason.
+      this.push(target.rejects, await rejectMessage(serde, target, { rule: `dead:${outcome.code}`, reason: outcome.reason }, input));
+      this.counts.rejected++;
     }
   }
-  return { byTopic, counts };
+
+  routed(inputs: number): RoutedBatch {
+    return { byTopic: this.byTopic, counts: { ...this.counts, in: inputs } };
+  }
 }
 
 /** The reject record of one outcome: the rule, the record as JSON and, for consumed input, where it came from. */
@@ -154,7 +228,8 @@ export async function rejectMessage(serde: RecordSerde, target: Pick<RouteTarget
   const value = {
     stage: target.name,
     rule: outcome.rule,
-    reason: outcome.reason,
+    // Reasons quote errors, and an error may quote a credential (a server echoing the API key).
+    reason: scrubRegistered(outcome.reason),
     uuid: uuidOf(record) ?? null,
     record_json: safeJson(record),
     source_topic: raw?.topic ?? null,
@@ -166,14 +241,14 @@ export async function rejectMessage(serde: RecordSerde, target: Pick<RouteTarget
   return { key: raw?.key ?? null, value: encoded.value, headers: encoded.headers };
 }
 
-export async function deadLetterMessage(serde: RecordSerde, target: Pick<RouteTarget, 'name' | 'deadLetter' | 'maxMessageBytes'>, raw: RawRecord, code: string, reason: string, attempts: number): Promise<OutboundMessage> {
+export async function deadLetterMessage(serde: RecordSerde, target: Pick<RouteTarget, 'name' | 'deadLetter' | 'messageLimits'>, raw: RawRecord, code: string, reason: string, attempts: number): Promise<OutboundMessage> {
   // The dead letter must itself fit in a Kafka record: an oversized original is cut, and the reason says so.
-  const room = (target.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES) - 16_384;
+  const room = messageLimit(target, target.deadLetter) - 16_384;
   const cut = raw.value !== null && raw.value.length > room;
   const value = {
     stage: target.name,
     code,
-    reason: cut ? `${reason} (original cut from ${raw.value!.length} to ${room} bytes)` : reason,
+    reason: scrubRegistered(cut ? `${reason} (original cut from ${raw.value!.length} to ${room} bytes)` : reason),
     source_topic: raw.topic,
     source_partition: raw.partition,
     source_offset: Number(raw.offset),
@@ -188,50 +263,91 @@ export async function deadLetterMessage(serde: RecordSerde, target: Pick<RouteTa
 }
 
 /**
- * Retryable failures (server down, timeouts) retry the whole batch with capped backoff, and go on retrying
- * while `deadLetterAfterAttempts` is 0: consumption waits for recovery instead of burning records.
- * A non-retryable failure is isolated by processing records one by one; only the ones that still fail are dead.
- * Every attempt first passes the breaker: while it is open, attempts wait and only a probe goes ahead.
+ * Calls the stage until every record has a final outcome. Only records that failed are called again, alone
+ * or with the other failed ones; finished siblings keep their outcome.
+ * - A non-retryable failure dead-letters its record at once. When the whole call threw it, the records are
+ *   tried one by one first, so one poison record cannot take its siblings down.
+ * - A retryable failure (timeout, 5xx) is retried with backoff. A record that keeps failing while the stage's
+ *   dependencies answer other records (a bad record) spends its own budget, `deadLetterAfterAttempts`, and is
+ *   dead-lettered past it. While the dependency answers nobody (an outage) the shared circuit breaker opens,
+ *   every attempt waits for it, and no record's budget is spent: records wait for recovery, never burnt.
  */
-async function processWithRetries<I, O>(records: InputRecord<I>[], process: ProcessFn<I, O>, target: RouteTarget, ctx: StageContext, breaker: CircuitBreaker | undefined): Promise<Outcome<O>[]> {
-  for (let attempt = 1; ; attempt++) {
+async function processWithRetries<I, O>(records: InputRecord<I>[], process: ProcessFn<I, O>, target: RouteTarget, ctx: StageContext, breaker: CircuitBreaker | undefined): Promise<FinalOutcome<O>[]> {
+  const final: (FinalOutcome<O> | undefined)[] = new Array(records.length);
+  const attempts = new Array<number>(records.length).fill(0);
+  /** Failed at least once while the dependency answered another record: the record is at fault, not the server. */
+  const suspect = new Array<boolean>(records.length).fill(false);
+  let pending = records.map((_, i) => i);
+  for (let round = 1; pending.length > 0; round++) {
     await breaker?.acquire(ctx.signal);
+    let outcomes: Outcome<O>[];
     try {
-      const outcomes = await process(records, ctx);
-      if (outcomes.length !== records.length) {
-        throw new MagpieError('STAGE_CONTRACT', `stage ${target.name} returned ${outcomes.length} outcomes for ${records.length} records`);
+      outcomes = await process(pending.map((i) => records[i]!), ctx);
+      if (outcomes.length !== pending.length) {
+        throw new MagpieError('STAGE_CONTRACT', `stage ${target.name} returned ${outcomes.length} outcomes for ${pending.length} records`);
       }
-      breaker?.success();
-      return outcomes;
     } catch (err) {
       if (ctx.signal.aborted) {
         breaker?.release();
         throw err;
       }
-      if (!isRetryable(err)) {
-        // The stage's dependencies answered; the records are at fault.
-        breaker?.success();
-        if (records.length === 1) {
-          ctx.logger.warn({ offset: records[0]!.offset, code: errorCode(err), err: errorMessage(err) }, 'record failed; dead-lettering it');
-          return [{ kind: 'dead', code: errorCode(err), reason: errorMessage(err) }];
-        }
-        ctx.logger.warn({ records: records.length, code: errorCode(err), err: errorMessage(err) }, 'batch failed; isolating records one by one');
-        const out: Outcome<O>[] = [];
-        for (const record of records) out.push(...(await processWithRetries([record], process, target, ctx, breaker)));
-        return out;
+      if (!isRetryable(err) && pending.length > 1) {
+        // The call as a whole failed on its input: find the records at fault one by one.
+        breaker?.release();
+        ctx.logger.warn({ records: pending.length, code: errorCode(err), err: errorMessage(err) }, 'batch failed; isolating records one by one');
+        for (const i of pending) final[i] = (await processWithRetries([records[i]!], process, target, ctx, breaker))[0];
+        break;
       }
+      outcomes = pending.map(() => ({ kind: 'failed', error: err }));
+    }
+    const retry: number[] = [];
+    let answered = false;
+    outcomes.forEach((outcome, j) => {
+      const i = pending[j]!;
+      if (outcome.kind !== 'failed') {
+        answered = true;
+        final[i] = outcome;
+      } else if (!isRetryable(outcome.error)) {
+        // The dependency answered; the record is at fault.
+        answered = true;
+        ctx.logger.warn({ offset: records[i]!.offset, code: errorCode(outcome.error), err: errorMessage(outcome.error) }, 'record failed; dead-lettering it');
+        final[i] = { kind: 'dead', code: errorCode(outcome.error), reason: errorMessage(outcome.error), attempts: attempts[i]! + 1 };
+      } else {
+        attempts[i]!++;
+        retry.push(j);
+      }
+    });
+    if (answered) {
+      breaker?.success();
+      for (const j of retry) suspect[pending[j]!] = true;
+    } else if (retry.every((j) => suspect[pending[j]!])) {
+      // Only records already known to fail alone failed again: says nothing about the server.
+      breaker?.release();
+    } else {
       breaker?.failure();
-      const limit = target.deadLetterAfterAttempts;
-      if (limit > 0 && attempt >= limit) {
-        ctx.logger.error({ attempts: attempt, code: errorCode(err), err: errorMessage(err) }, 'retryable failure persisted; dead-lettering batch');
-        return records.map(() => ({ kind: 'dead', code: errorCode(err), reason: `${errorMessage(err)} (after ${attempt} attempts)` }));
+    }
+    const limit = target.deadLetterAfterAttempts;
+    const next: number[] = [];
+    for (const j of retry) {
+      const i = pending[j]!;
+      const err = (outcomes[j] as { error: unknown }).error;
+      if (limit > 0 && attempts[i]! >= limit && suspect[i] && (breaker?.state ?? 'closed') === 'closed') {
+        ctx.logger.error({ offset: records[i]!.offset, attempts: attempts[i], code: errorCode(err), err: errorMessage(err) }, 'record kept failing while others succeeded; dead-lettering it');
+        final[i] = { kind: 'dead', code: errorCode(err), reason: `${errorMessage(err)} (after ${attempts[i]} attempts)`, attempts: attempts[i]! };
+      } else {
+        next.push(i);
       }
-      const delay = backoffDelay(attempt, target.retry);
-      const level = attempt >= target.retry.attempts ? 'error' : 'warn';
-      ctx.logger[level]({ attempt, delayMs: delay, code: errorCode(err), err: errorMessage(err) }, 'retryable failure; retrying batch');
+    }
+    if (next.length > 0) {
+      const first = retry.length > 0 ? (outcomes[retry[0]!] as { error: unknown }).error : undefined;
+      const delay = backoffDelay(Math.min(round, 16), target.retry);
+      const level = round >= target.retry.attempts ? 'error' : 'warn';
+      ctx.logger[level]({ records: next.length, round, delayMs: delay, code: errorCode(first), err: errorMessage(first) }, 'retryable failure; retrying the failed records');
       await sleepWithHeartbeat(delay, ctx);
     }
+    pending = next;
   }
+  return final as FinalOutcome<O>[];
 }
 
 async function sleepWithHeartbeat(ms: number, ctx: StageContext): Promise<void> {

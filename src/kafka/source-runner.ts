@@ -1,36 +1,48 @@
+import { randomUUID } from 'node:crypto';
 import { EventEmitter, setMaxListeners } from 'node:events';
-import type { Kafka, Producer } from 'kafkajs';
+import type { Kafka } from 'kafkajs';
 import { errorCode, errorMessage, isRetryable } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { PRODUCER_RETRY } from './client.js';
 import type { StageMetrics } from '../core/metrics.js';
 import { backoffDelay, sleep } from '../core/retry.js';
 import type { Source, StageContext } from '../processors/stage.js';
 import type { RecordSerde } from '../serde/serde.js';
-import { rejectMessage, type OutboundMessage, type RouteTarget } from './route.js';
+import { fetchMessageLimits } from './admin.js';
+import { AtLeastOnceCommitter, TransactionalCommitter, type Committer } from './committer.js';
+import { messageLimit, OutcomeRouter, type RouteTarget } from './route.js';
 
 export interface SourceRunnerOptions {
   kafka: Kafka;
   serde: RecordSerde;
   logger: Logger;
   metrics: StageMetrics;
-  transactionalId: string;
+  /** Transactional ids of this source start with it; each instance adds its own suffix. */
+  transactionalIdPrefix: string;
   target: RouteTarget;
   batchSize: number;
   exactlyOnce: boolean;
+  /**
+   * Transaction timeout of a source's writer: after a crash, read_committed consumers of its topics wait up to
+   * this long for the broker to abort the transaction it left open (a restarted source has a new id).
+   */
+  transactionTimeoutMs?: number;
 }
 
 /**
- * Drives a source stage: asks it for batches and writes each batch atomically (one transaction) to its
- * output and rejects topics, until the source is finished or the runner is stopped.
- * Events: 'committed' ({ counts }), 'finished'.
+ * Drives a source stage: asks it for batches and writes each batch atomically (one transaction, split into
+ * sends that fit the topics' size limits) to its output and rejects topics, until the source is finished or the
+ * runner is stopped. Each instance writes with a transactional id of its own, so any number of processes can
+ * run the same source side by side without fencing each other.
+ * Events: 'committed' ({ counts }), 'finished', 'fatal' (the source failed for good).
  */
 export class SourceRunner extends EventEmitter {
-  private producer: Producer | undefined;
+  private committer: Committer | undefined;
   private readonly abort = new AbortController();
   private readonly log: Logger;
   private loop: Promise<void> | undefined;
   private draining = false;
+  private failure: unknown;
+  readonly writer = randomUUID();
   readonly totals = { out: 0, rejected: 0 };
 
   constructor(
@@ -44,22 +56,34 @@ export class SourceRunner extends EventEmitter {
   async start(): Promise<void> {
     // Every request in flight listens on the stop signal; many are expected, not a leak.
     setMaxListeners(0, this.abort.signal);
-    const { kafka, exactlyOnce, transactionalId } = this.options;
-    this.producer = exactlyOnce
-      ? kafka.producer({ transactionalId, idempotent: true, maxInFlightRequests: 1, retry: PRODUCER_RETRY })
-      : kafka.producer({ idempotent: true, maxInFlightRequests: 5, retry: PRODUCER_RETRY });
-    await this.producer.connect();
+    const { kafka, exactlyOnce, target } = this.options;
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      target.messageLimits = { ...target.messageLimits, ...(await fetchMessageLimits(admin, [...Object.values(target.ports), target.rejects])) };
+    } finally {
+      await admin.disconnect();
+    }
+    const limitOf = (topic: string) => messageLimit(target, topic);
+    this.committer = exactlyOnce
+      ? new TransactionalCommitter(kafka, this.options.transactionalIdPrefix, this.log, { limitOf, transactionTimeoutMs: this.options.transactionTimeoutMs ?? 30_000 })
+      : new AtLeastOnceCommitter(kafka, { limitOf });
+    await this.committer.fence(this.writer);
     const ctx: StageContext = { logger: this.log, signal: this.abort.signal, heartbeat: async () => undefined };
     await this.source.init?.(ctx);
     this.loop = this.run(ctx).catch((err: unknown) => {
-      if (!this.abort.signal.aborted) this.log.error({ err: errorMessage(err) }, 'source failed');
+      if (this.abort.signal.aborted) return;
+      this.failure = err;
+      this.log.fatal({ code: errorCode(err), err: errorMessage(err) }, 'source failed for good');
+      this.emit('fatal', err);
     });
-    this.log.info({ output: this.options.target.ports.out }, 'source started');
+    this.log.info({ output: target.ports.out, writer: this.writer }, 'source started');
   }
 
-  /** Resolves when the source has finished (or was stopped). */
-  finished(): Promise<void> {
-    return this.loop ?? Promise.resolve();
+  /** Resolves when the source has finished (or was stopped); rejects when it failed for good. */
+  async finished(): Promise<void> {
+    await (this.loop ?? Promise.resolve());
+    if (this.failure !== undefined) throw this.failure;
   }
 
   private async run(ctx: StageContext): Promise<void> {
@@ -73,57 +97,41 @@ export class SourceRunner extends EventEmitter {
         if (this.abort.signal.aborted) return;
         if (!isRetryable(err)) throw err;
         failures++;
-        const delay = backoffDelay(failures, target.retry);
+        const delay = backoffDelay(Math.min(failures, 16), target.retry);
         this.log.warn({ attempt: failures, delayMs: delay, code: errorCode(err), err: errorMessage(err) }, 'source failed; retrying');
         await sleep(delay, this.abort.signal).catch(() => undefined);
         continue;
       }
       if (outcomes.length === 0) break;
-      const byTopic = new Map<string, OutboundMessage[]>();
-      const push = (topic: string, m: OutboundMessage) => (byTopic.get(topic) ?? byTopic.set(topic, []).get(topic)!).push(m);
-      const counts = { in: 0, out: 0, rejected: 0, deadLettered: 0 };
+      const router = new OutcomeRouter(serde, target, this.log);
       for (const outcome of outcomes) {
-        if (outcome.kind === 'emit') {
-          for (const rec of outcome.records) {
-            const port = rec.port ?? 'out';
-            const topic = target.ports[port]!;
-            const encoded = await serde.encode(target.portSchemas[port]!, rec.value, topic);
-            push(topic, { key: rec.key ?? (rec.value as { uuid?: string }).uuid ?? null, value: encoded.value, headers: encoded.headers });
-            counts.out++;
-          }
-        } else if (outcome.kind === 'reject') {
-          push(target.rejects, await rejectMessage(serde, target, outcome, outcome.record));
-          counts.rejected++;
-        } else {
-          this.log.error({ code: outcome.code, reason: outcome.reason }, 'source produced a dead outcome; counted as rejected');
-          counts.rejected++;
-        }
+        await router.add(outcome.kind === 'failed' ? { kind: 'dead', code: errorCode(outcome.error), reason: errorMessage(outcome.error) } : outcome, undefined);
       }
-      await this.write(byTopic);
-      this.totals.out += counts.out;
-      this.totals.rejected += counts.rejected;
-      this.options.metrics.record(target.name, counts);
-      this.emit('committed', { counts });
+      const routed = router.routed(0);
+      await this.write(routed.byTopic);
+      this.totals.out += routed.counts.out;
+      this.totals.rejected += routed.counts.rejected;
+      this.options.metrics.record(target.name, routed.counts);
+      this.emit('committed', { counts: routed.counts });
     }
     this.log.info(this.totals, 'source finished');
     this.emit('finished', this.totals);
   }
 
-  private async write(byTopic: Map<string, OutboundMessage[]>): Promise<void> {
+  /** Writes one batch, retrying while the broker is unreachable; the batch is kept, never made again. */
+  private async write(byTopic: ReadonlyMap<string, import('./send-plan.js').OutboundMessage[]>): Promise<void> {
     if (byTopic.size === 0) return;
-    const topicMessages = [...byTopic].map(([topic, messages]) => ({ topic, messages }));
-    const producer = this.producer!;
-    if (!this.options.exactlyOnce) {
-      await producer.sendBatch({ topicMessages, acks: -1 });
-      return;
-    }
-    const txn = await producer.transaction();
-    try {
-      await txn.sendBatch({ topicMessages, acks: -1 });
-      await txn.commit();
-    } catch (err) {
-      await txn.abort().catch(() => undefined);
-      throw err;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.committer!.commit({ writer: this.writer, byTopic }, async () => undefined);
+        return;
+      } catch (err) {
+        if (this.abort.signal.aborted) throw err;
+        const delay = backoffDelay(Math.min(attempt, 16), this.options.target.retry);
+        this.log.warn({ attempt, delayMs: delay, err: errorMessage(err) }, 'writing a source batch failed; retrying with the same records');
+        await sleep(delay, this.abort.signal);
+        await this.committer!.fence(this.writer).catch(() => undefined);
+      }
     }
   }
 
@@ -136,7 +144,7 @@ export class SourceRunner extends EventEmitter {
     this.abort.abort(new Error('stage stopping'));
     await this.loop;
     await this.source.close?.();
-    await this.producer?.disconnect();
+    await this.committer?.close();
     this.log.info('source stopped');
   }
 }

@@ -4,11 +4,14 @@ import { CircuitBreaker, type CircuitBreakerOptions, type CircuitStateChange } f
 import { errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
+import { backoffDelay, sleep } from '../core/retry.js';
 import type { Processor, StageContext, StateRestorer } from '../processors/stage.js';
 import type { RecordSerde } from '../serde/serde.js';
 import type { SchemaName } from '../serde/schemas.js';
+import { fetchMessageLimits } from './admin.js';
 import { AtLeastOnceCommitter, TransactionalCommitter, type Committer } from './committer.js';
-import { headersToStrings, routeBatch, type RawRecord, type RouteTarget } from './route.js';
+import { PartitionWindow, type CommitGroup, type CommitResult } from './partition-window.js';
+import { headersToStrings, messageLimit, routeChain, type ChainLink, type RawRecord, type RouteTarget, type RoutedBatch } from './route.js';
 import { restoreTopic } from './restore.js';
 
 export interface StageRunnerOptions {
@@ -20,27 +23,29 @@ export interface StageRunnerOptions {
   input: string;
   target: RouteTarget;
   batchSize: number;
+  /** Chunks of one partition processed at once (the sliding window); committed in offset order. */
+  window: number;
+  /** Input partitions consumed concurrently. */
   concurrency: number;
   exactlyOnce: boolean;
   sessionTimeoutMs: number;
   /** Schema of each extra port, for restoring state from it. */
   portSchemas: Readonly<Record<string, SchemaName>>;
-  /** When batches keep failing with retryable errors, consumption pauses and a probe retries after a cool-down. */
+  /** When calls keep failing with retryable errors, consumption pauses and a probe retries after a cool-down. */
   circuitBreaker?: CircuitBreakerOptions;
+  /** Writes outputs and offsets; built from `exactlyOnce` when absent. */
+  committer?: Committer;
+  /**
+   * Stages chained after this one in memory (a sub-topology `a -> b -> c`): each gets what the one before emits
+   * on 'out', in the same chunk and transaction; each keeps its own rejects, dead letters, circuit and metrics.
+   */
+  followers?: readonly { processor: Processor<unknown, unknown>; target: RouteTarget; circuitBreaker?: CircuitBreakerOptions }[];
 }
 
 export const DEFAULT_CIRCUIT_BREAKER: CircuitBreakerOptions = { failureThreshold: 3, coolDownMs: 5_000, maxCoolDownMs: 60_000 };
 
-/**
- * kafkajs stops a consumer for good (no restart) when eachBatch throws an error it deems non-retriable, such as
- * a fenced producer's: an uncommitted chunk is always worth another try, after a rejoin if need be.
- */
-function retriable(err: unknown): Error {
-  return Object.assign(new Error(`chunk not committed: ${errorMessage(err)}`), { retriable: true });
-}
-
-/** Heartbeat errors that mean this member no longer owns its partitions (the group moved on without it). */
-const MEMBERSHIP_LOST = new Set(['UNKNOWN_MEMBER_ID', 'ILLEGAL_GENERATION', 'FENCED_INSTANCE_ID']);
+/** Commit retries back off up to this; a commit is retried for as long as the partition is ours. */
+const COMMIT_RETRY = { initialDelayMs: 200, maxDelayMs: 5_000 };
 
 export interface BatchCommittedEvent {
   topic: string;
@@ -50,38 +55,42 @@ export interface BatchCommittedEvent {
 }
 
 /**
- * Owns consume → process → produce → commit for one processor stage: batching, heartbeats during slow work,
- * retries, a circuit breaker, dead-lettering, exactly-once commits and shutdown. Stages never touch kafkajs.
- * Events: 'committed' (BatchCommittedEvent), 'circuit' (CircuitStateChange); 'error' is not emitted: failures
- * are logged and retried.
+ * Owns consume → process → produce → commit for one processor stage. Stages never touch kafkajs.
  *
- * Exactly-once across owners (kafkajs has no KIP-447): before the first chunk of a partition after each
- * assignment, the runner starts a new transactional producer for it (fencing any previous owner, a zombie
- * included, and completing its open transaction), lets the processor catch its state up (onAssigned), and
- * only then reads the group's committed offset; records
- * below it, already committed by the previous owner after kafkajs fetched, are skipped.
+ * The consumer loop only feeds per-partition sliding windows (PartitionWindow) and returns at once, so kafkajs
+ * fetches ahead, heartbeats and rejoins on time however long inference takes; a window that holds enough
+ * pauses its partition. Up to `window` chunks of a partition are processed at once and committed in offset
+ * order; a record that fails is retried alone (routeBatch) while its siblings keep their results.
+ *
+ * Exactly-once across owners (kafkajs has no KIP-447): before its first chunk of a partition, the runner starts a
+ * new transactional producer for the partition (fencing any previous owner, a zombie included, and completing
+ * its open transaction) and only then reads the group's committed offset. A commit that fails keeps its
+ * outputs: the runner fences in again, reads the committed offset and either sends the same outputs again,
+ * finds them written already, or, when another owner moved the partition on, drops the window and seeks.
+ *
+ * Events: 'committed' (BatchCommittedEvent), 'circuit' (CircuitStateChange), 'fatal' (the stage cannot go on).
  */
 export class StageRunner extends EventEmitter {
   private consumer: Consumer | undefined;
   private admin: Promise<Admin> | undefined;
   private readonly committer: Committer;
-  private readonly breaker: CircuitBreaker;
+  /** The head stage first, then its followers. */
+  private readonly links: ChainLink[];
+  private readonly processors: Processor<unknown, unknown>[];
+  /** Circuits open now, by stage: consumption pauses while any is. */
+  private readonly openCircuits = new Set<string>();
   private readonly abort = new AbortController();
   private readonly log: Logger;
   private stopping: Promise<void> | undefined;
   private draining = false;
-  /**
-   * The heartbeat error saying this member must join the group again (a rebalance began, or the group dropped
-   * it). No chunk starts meanwhile; onBatch throws it, and kafkajs rejoins at once instead of fetching on.
-   */
-  private rejoin: Error | undefined;
-  /** Committed offset read after fencing, per input partition, since the last assignment. */
-  private readonly fencedIn = new Map<number, bigint>();
-  /** `partition:lastOffset` of batches left part-way, so their end does not count as handled. */
-  private readonly abandoned = new Set<string>();
-  private readonly inflight = new Set<Promise<unknown>>();
-  /** Last offset handled (records and transaction markers) and high watermark, per input partition. */
-  readonly positions = new Map<number, { lastOffset: bigint; highWatermark: bigint }>();
+  private readonly windows = new Map<number, PartitionWindow>();
+  /** Window creation in progress (fencing in), per partition. */
+  private readonly opening = new Map<number, Promise<PartitionWindow>>();
+  /** Partitions paused because their window is full. */
+  private readonly backpressured = new Set<number>();
+  /** Last offset seen for partitions this runner holds no window for (control records at the start). */
+  private readonly skipped = new Map<number, bigint>();
+  private limits: Record<string, number> = {};
 
   constructor(
     private readonly processor: Processor<unknown, unknown>,
@@ -89,15 +98,43 @@ export class StageRunner extends EventEmitter {
   ) {
     super();
     this.log = options.logger.child({ stage: options.target.name });
-    this.committer = options.exactlyOnce
-      ? new TransactionalCommitter(options.kafka, options.groupId, this.log)
-      : new AtLeastOnceCommitter(options.kafka);
-    this.breaker = new CircuitBreaker(options.circuitBreaker ?? DEFAULT_CIRCUIT_BREAKER);
-    this.breaker.on('state', (change: CircuitStateChange) => this.onCircuit(change));
+    const limitOf = (topic: string) => this.limits[topic] ?? messageLimit(options.target, topic);
+    this.committer =
+      options.committer ??
+      (options.exactlyOnce ? new TransactionalCommitter(options.kafka, options.groupId, this.log, { limitOf }) : new AtLeastOnceCommitter(options.kafka, { limitOf }));
+    const breaker = new CircuitBreaker(options.circuitBreaker ?? DEFAULT_CIRCUIT_BREAKER);
+    breaker.on('state', (change: CircuitStateChange) => this.onCircuit(options.target.name, change));
+    this.processors = [processor, ...(options.followers ?? []).map((f) => f.processor)];
+    this.links = [
+      { process: (records, ctx) => processor.process(records, ctx), target: options.target, breaker },
+      ...(options.followers ?? []).map((f): ChainLink => {
+        const breaker = new CircuitBreaker(f.circuitBreaker ?? DEFAULT_CIRCUIT_BREAKER);
+        breaker.on('state', (change: CircuitStateChange) => this.onCircuit(f.target.name, change));
+        return { process: (records, ctx) => f.processor.process(records, ctx), target: f.target, breaker };
+      }),
+    ];
+    // Every request of every chunk listens on the stop signal: hundreds at once are expected, not a leak.
+    setMaxListeners(0, this.abort.signal);
   }
 
   get input(): string {
     return this.options.input;
+  }
+
+  get groupId(): string {
+    return this.options.groupId;
+  }
+
+  private adminClient(): Promise<Admin> {
+    this.admin ??= (async () => {
+      const admin = this.options.kafka.admin();
+      await admin.connect();
+      return admin;
+    })().catch((err: unknown) => {
+      this.admin = undefined;
+      throw err;
+    });
+    return this.admin;
   }
 
   /** Reads the stage's changelog ports, for init and for catching up after each fence. */
@@ -116,8 +153,15 @@ export class StageRunner extends EventEmitter {
   };
 
   async start(): Promise<void> {
-    const { kafka, groupId, input, concurrency, sessionTimeoutMs } = this.options;
-    await this.processor.init?.(this.context(this.log, async () => undefined), this.restorer);
+    const { kafka, groupId, input, concurrency, sessionTimeoutMs, target } = this.options;
+    // The broker's own size limits of every output topic: sends are split to fit, larger records dead-lettered.
+    const outputs = this.links.flatMap((l) => [...Object.values(l.target.ports), l.target.rejects, l.target.deadLetter]);
+    this.limits = { ...target.messageLimits, ...(await fetchMessageLimits(await this.adminClient(), outputs)) };
+    for (const link of this.links) link.target.messageLimits = this.limits;
+    await this.processor.init?.(this.context(this.log, this.abort.signal), this.restorer);
+    for (const f of this.options.followers ?? []) {
+      await f.processor.init?.(this.context(this.log.child({ stage: f.target.name }), this.abort.signal), this.restorer);
+    }
     const consumer = kafka.consumer({
       groupId,
       sessionTimeout: sessionTimeoutMs,
@@ -125,18 +169,19 @@ export class StageRunner extends EventEmitter {
       heartbeatInterval: Math.min(3_000, Math.floor(sessionTimeoutMs / 5)),
       readUncommitted: false,
       maxBytesPerPartition: 1_048_576,
+      // A partition resumed after backpressure is fetched within this, not after a 5 s long poll on the others.
+      maxWaitTimeInMs: 500,
       allowAutoTopicCreation: false,
     });
     this.consumer = consumer;
-    consumer.on(consumer.events.GROUP_JOIN, (e) => {
-      // A new assignment: every partition is fenced in again before its first chunk.
-      this.fencedIn.clear();
-      this.rejoin = undefined;
-      this.log.info({ assignment: e.payload.memberAssignment }, 'joined group');
-    });
+    consumer.on(consumer.events.GROUP_JOIN, (e) => this.onAssignment(e.payload.memberAssignment));
     consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
-      if (payload.topic !== input || this.abandoned.delete(`${payload.partition}:${payload.lastOffset}`)) return;
-      this.positions.set(payload.partition, { lastOffset: BigInt(payload.lastOffset), highWatermark: BigInt(payload.highWatermark) });
+      // Batches of control records only (transaction markers) never reach eachBatch: the position moves on.
+      if (payload.topic !== input || payload.batchSize > 0) return;
+      const last = BigInt(payload.lastOffset);
+      const window = this.windows.get(payload.partition);
+      if (window) window.skipTo(last);
+      else this.skipped.set(payload.partition, last);
     });
     consumer.on(consumer.events.CRASH, (e) => {
       this.log.error({ err: String(e.payload.error), restart: e.payload.restart }, 'consumer crashed');
@@ -151,171 +196,242 @@ export class StageRunner extends EventEmitter {
       partitionsConsumedConcurrently: concurrency,
       eachBatch: (payload) => this.onBatch(payload),
     });
-    this.log.info({ input, groupId, exactlyOnce: this.options.exactlyOnce }, 'stage started');
+    this.log.info({ input, groupId, exactlyOnce: this.options.exactlyOnce, batchSize: this.options.batchSize, window: this.options.window }, 'stage started');
   }
 
-  private context(log: Logger, heartbeat: () => Promise<void>, signal: AbortSignal = this.abort.signal): StageContext {
+  /** `heartbeat`: only where the consumer loop itself waits (state catch-up); it never waits for inference. */
+  private context(log: Logger, signal: AbortSignal, heartbeat: () => Promise<void> = async () => undefined): StageContext {
     return { logger: log, signal, heartbeat };
   }
 
-  private onCircuit(change: CircuitStateChange): void {
-    const topics = [{ topic: this.options.input }];
-    if (change.state === 'open') {
-      this.log.warn({ failures: change.failures, coolDownMs: change.coolDownMs }, 'circuit open: batches keep failing; consumption paused until a probe succeeds');
-      this.consumer?.pause(topics);
-    } else if (change.state === 'half-open') {
-      this.log.info('circuit half-open: one batch probes');
-    } else {
-      this.log.info('circuit closed: consumption resumed');
-      this.consumer?.resume(topics);
+  /**
+   * A new assignment (kafkajs rebalances eagerly: every partition is revoked, then assigned). Windows of
+   * partitions kept go on untouched: their chunks in flight finish and commit, and records fetched again from
+   * the committed offset are recognised and skipped, so no finished work is lost to a rebalance. Windows of
+   * partitions lost are abandoned at once: the new owner fenced this process' producer for them.
+   */
+  private onAssignment(assignment: Record<string, number[]>): void {
+    const assigned = new Set(assignment[this.options.input] ?? []);
+    for (const [partition, window] of this.windows) {
+      if (assigned.has(partition)) continue;
+      window.close('partition assigned to another member');
+      this.windows.delete(partition);
+      this.backpressured.delete(partition);
+      this.log.info({ partition }, 'partition revoked; its work in flight is abandoned');
     }
-    this.emit('circuit', change);
+    this.log.info({ assignment }, 'joined group');
+  }
+
+  private onCircuit(stage: string, change: CircuitStateChange): void {
+    const topic = this.options.input;
+    const log = stage === this.options.target.name ? this.log : this.log.child({ stage });
+    if (change.state === 'open') {
+      log.warn({ failures: change.failures, coolDownMs: change.coolDownMs }, 'circuit open: calls keep failing; consumption paused until a probe succeeds');
+      this.openCircuits.add(stage);
+      this.consumer?.pause([{ topic }]);
+    } else if (change.state === 'half-open') {
+      log.info('circuit half-open: one call probes');
+    } else {
+      this.openCircuits.delete(stage);
+      if (this.openCircuits.size === 0) {
+        log.info('circuit closed: consumption resumed');
+        this.consumer?.resume([{ topic }]);
+        if (this.backpressured.size > 0) this.consumer?.pause([{ topic, partitions: [...this.backpressured] }]);
+      }
+    }
+    this.emit('circuit', { ...change, stage });
+  }
+
+  /** The group's committed offset of a partition (-1: none). */
+  private async committedOffset(partition: number): Promise<bigint> {
+    const [offsets] = await (await this.adminClient()).fetchOffsets({ groupId: this.options.groupId, topics: [this.options.input] });
+    return BigInt(offsets?.partitions.find((p) => p.partition === partition)?.offset ?? '-1');
   }
 
   /**
-   * Fences any previous owner of the partition (a new transactional producer for it), then reads the group's
+   * Fences any previous owner of the partition (a new transactional producer for it), lets the processor catch
+   * its state up (onAssigned: nothing the previous owner commits can be missed any more), then reads the group's
    * committed offset: records below it were committed by that owner and must not be processed again.
    */
-  private async fenceIn(topic: string, partition: number, ctx: StageContext): Promise<bigint> {
-    await this.committer.fence(topic, partition);
-    // State catches up only now: nothing the previous owner commits can be missed any more.
-    await this.processor.onAssigned?.(partition, this.restorer, ctx);
-    this.admin ??= (async () => {
-      const admin = this.options.kafka.admin();
-      await admin.connect();
-      return admin;
-    })().catch((err: unknown) => {
-      this.admin = undefined;
-      throw err;
-    });
-    const [offsets] = await (await this.admin).fetchOffsets({ groupId: this.options.groupId, topics: [topic] });
-    const committed = BigInt(offsets?.partitions.find((p) => p.partition === partition)?.offset ?? '-1');
-    this.fencedIn.set(partition, committed);
-    return committed;
+  private async fenceIn(partition: number, heartbeat?: () => Promise<void>): Promise<bigint> {
+    await this.committer.fence(`${this.options.input}-${partition}`);
+    await this.processor.onAssigned?.(partition, this.restorer, this.context(this.log.child({ partition }), this.abort.signal, heartbeat));
+    return this.committedOffset(partition);
   }
 
-  /** Ends a batch left part-way: by rejoining the group first when that is why; its end then does not count as handled. */
-  private leaveBatch(key: string): void {
-    if (this.rejoin) throw this.rejoin;
-    this.abandoned.add(key);
+  private windowFor(partition: number, firstOffset: bigint, heartbeat: () => Promise<void>): Promise<PartitionWindow> {
+    const open = this.windows.get(partition);
+    if (open) return Promise.resolve(open);
+    let opening = this.opening.get(partition);
+    if (!opening) {
+      opening = (async () => {
+        const committed = this.options.exactlyOnce ? await this.fenceIn(partition, heartbeat) : -1n;
+        const start = committed >= 0n ? committed : firstOffset;
+        const window = this.createWindow(partition, start);
+        const skipped = this.skipped.get(partition);
+        if (skipped !== undefined) window.skipTo(skipped);
+        this.windows.set(partition, window);
+        return window;
+      })().finally(() => this.opening.delete(partition));
+      this.opening.set(partition, opening);
+    }
+    return opening;
+  }
+
+  private createWindow(partition: number, start: bigint): PartitionWindow {
+    const { input } = this.options;
+    const log = this.log.child({ topic: input, partition });
+    const window: PartitionWindow = new PartitionWindow(partition, start, this.options.window, this.options.batchSize, {
+      route: (raws, signal) => this.route(raws, signal, log),
+      commit: (group) => this.commit(window, group, log),
+      backpressure: (paused) => {
+        if (this.windows.get(partition) !== window) return;
+        if (paused) {
+          this.backpressured.add(partition);
+          this.consumer?.pause([{ topic: input, partitions: [partition] }]);
+        } else {
+          this.backpressured.delete(partition);
+          if (this.openCircuits.size === 0) this.consumer?.resume([{ topic: input, partitions: [partition] }]);
+        }
+      },
+      seek: (offset) => this.consumer?.seek({ topic: input, partition, offset: offset.toString() }),
+      committed: (group) => this.onCommitted(partition, group),
+      failed: (err) => {
+        log.fatal({ err: errorMessage(err) }, 'partition window failed');
+        this.emit('fatal', err);
+      },
+    });
+    return window;
   }
 
   private async onBatch(payload: EachBatchPayload): Promise<void> {
     const { batch } = payload;
-    const log = this.log.child({ topic: batch.topic, partition: batch.partition });
-    const { batchSize, groupId } = this.options;
-    const batchKey = `${batch.partition}:${batch.lastOffset()}`;
-    if (this.rejoin || !payload.isRunning() || this.draining) return this.leaveBatch(batchKey);
-    let messages = batch.messages;
-    if (this.options.exactlyOnce) {
-      const committed =
-        this.fencedIn.get(batch.partition) ??
-        (await this.fenceIn(batch.topic, batch.partition, this.context(log, () => payload.heartbeat())).catch((err: unknown) => {
-          log.warn({ err: errorMessage(err) }, 'cannot take over the partition yet; retrying');
-          throw retriable(err);
-        }));
-      const first = messages.findIndex((m) => BigInt(m.offset) >= committed);
-      if (first !== 0 && messages.length > 0) {
-        const skipped = first === -1 ? messages : messages.slice(0, first);
-        log.info({ from: skipped[0]!.offset, to: skipped[skipped.length - 1]!.offset, committed: committed.toString() }, 'skipping records the previous owner of the partition committed');
-        payload.resolveOffset(skipped[skipped.length - 1]!.offset);
-        messages = first === -1 ? [] : messages.slice(first);
-      }
+    if (this.draining || !payload.isRunning()) return;
+    if (batch.messages.length === 0) return;
+    let window: PartitionWindow;
+    try {
+      window = await this.windowFor(batch.partition, BigInt(batch.messages[0]!.offset), () => payload.heartbeat());
+    } catch (err) {
+      this.log.warn({ partition: batch.partition, err: errorMessage(err) }, 'cannot take over the partition yet; retrying');
+      throw Object.assign(new Error(`cannot take over partition ${batch.partition}: ${errorMessage(err)}`), { retriable: true });
     }
-    // Heartbeats tell this member when the group rebalances (finish the chunk, start no other) and when it
-    // has been dropped from the group (its partitions belong to another member: abandon the chunk).
-    const heartbeat = async (chunkAbort?: AbortController) => {
+    if (this.draining || payload.isStale()) return;
+    const raws: RawRecord[] = batch.messages.map((m) => ({
+      topic: batch.topic,
+      partition: batch.partition,
+      offset: m.offset,
+      key: m.key ?? null,
+      value: m.value ?? null,
+      headers: headersToStrings(m.headers),
+      timestamp: m.timestamp,
+    }));
+    window.offer(raws, BigInt(batch.lastOffset()));
+    // The window has the records: kafkajs may fetch on at once (the commit happens in the transaction).
+    payload.resolveOffset(batch.lastOffset());
+  }
+
+  /** routeBatch until it succeeds: it fails as a whole only on faults outside the records (e.g. a schema registry down). */
+  private async route(raws: RawRecord[], signal: AbortSignal, log: Logger): Promise<RoutedBatch> {
+    const stop = AbortSignal.any([signal, this.abort.signal]);
+    setMaxListeners(0, stop);
+    const ctx = this.context(log, stop);
+    for (let attempt = 1; ; attempt++) {
       try {
-        await payload.heartbeat();
+        return await routeChain(raws, this.links, this.options.serde, ctx);
       } catch (err) {
-        const type = (err as { type?: string }).type ?? '';
-        if (MEMBERSHIP_LOST.has(type) || type === 'REBALANCE_IN_PROGRESS') this.rejoin ??= err as Error;
-        if (MEMBERSHIP_LOST.has(type)) chunkAbort?.abort(new Error(`this member left the group (${type}); another owns the partition now`));
-        // A chunk waiting for the circuit to close would hold the rebalance up for nothing.
-        else if (type === 'REBALANCE_IN_PROGRESS' && this.breaker.state !== 'closed') chunkAbort?.abort(new Error('group rebalancing while the circuit is open'));
-        log.debug({ err: errorMessage(err), type }, 'heartbeat failed');
-      }
-    };
-    for (let start = 0; start < messages.length; start += batchSize) {
-      if (this.rejoin || !payload.isRunning() || payload.isStale() || this.draining) return this.leaveBatch(batchKey);
-      const chunk = messages.slice(start, start + batchSize);
-      const raws: RawRecord[] = chunk.map((m) => ({
-        topic: batch.topic,
-        partition: batch.partition,
-        offset: m.offset,
-        key: m.key ?? null,
-        value: m.value ?? null,
-        headers: headersToStrings(m.headers),
-        timestamp: m.timestamp,
-      }));
-      // A chunk is abandoned (not committed) when the stage stops or loses the partition mid-way.
-      const chunkAbort = new AbortController();
-      // Every request of the chunk listens on this signal; hundreds in flight are expected, not a leak.
-      setMaxListeners(0, chunkAbort.signal);
-      const onStop = () => chunkAbort.abort(new Error('stage stopping'));
-      this.abort.signal.addEventListener('abort', onStop, { once: true });
-      const timer = setInterval(() => void heartbeat(chunkAbort), 2_000);
-      const started = process.hrtime.bigint();
-      let finished!: () => void;
-      const tracked = new Promise<void>((resolve) => (finished = resolve));
-      this.inflight.add(tracked);
-      try {
-        const routed = await routeBatch(
-          raws,
-          (records, ctx) => this.processor.process(records, ctx),
-          this.options.serde,
-          this.options.target,
-          this.context(log, () => heartbeat(chunkAbort), chunkAbort.signal),
-          this.breaker,
-        );
-        if (chunkAbort.signal.aborted || payload.isStale() || !payload.isRunning()) {
-          log.info({ from: raws[0]!.offset, reason: errorMessage(chunkAbort.signal.reason) }, 'chunk abandoned before commit; it will be consumed again');
-          return this.leaveBatch(batchKey);
-        }
-        const nextOffset = (BigInt(raws[raws.length - 1]!.offset) + 1n).toString();
-        try {
-          await this.committer.commit(
-            { groupId, topic: batch.topic, partition: batch.partition, nextOffset, byTopic: routed.byTopic },
-            (topic, partition, offset) => this.consumer!.commitOffsets([{ topic, partition, offset }]),
-          );
-        } catch (err) {
-          // The producer is gone (fenced, or in an unknown state): fence in afresh and re-read the offset first.
-          this.fencedIn.delete(batch.partition);
-          throw err;
-        }
-        payload.resolveOffset(raws[raws.length - 1]!.offset);
-        this.options.metrics.record(this.options.target.name, routed.counts);
-        this.options.metrics.batchSeconds.observe({ stage: this.options.target.name }, Number(process.hrtime.bigint() - started) / 1e9);
-        const event: BatchCommittedEvent = { topic: batch.topic, partition: batch.partition, nextOffset, counts: routed.counts };
-        this.emit('committed', event);
-      } catch (err) {
-        if (err === this.rejoin) throw err;
-        if (chunkAbort.signal.aborted || this.abort.signal.aborted) {
-          log.info({ from: raws[0]!.offset, reason: errorMessage(err) }, 'chunk abandoned; it will be consumed again');
-          return this.leaveBatch(batchKey);
-        }
-        // Not committed: kafkajs restarts the batch from the last resolved offset after a pause.
+        if (stop.aborted) throw err;
         this.options.metrics.retries.inc({ stage: this.options.target.name });
-        log.error({ err: errorMessage(err), from: raws[0]!.offset }, 'chunk failed before commit; it will be retried');
-        throw retriable(err);
-      } finally {
-        clearInterval(timer);
-        this.abort.signal.removeEventListener('abort', onStop);
-        this.inflight.delete(tracked);
-        finished();
+        const delay = backoffDelay(Math.min(attempt, 16), this.options.target.retry);
+        log.error({ err: errorMessage(err), from: raws[0]!.offset, attempt, delayMs: delay }, 'chunk failed; it will be retried');
+        await sleep(delay, stop);
       }
-      await heartbeat();
     }
   }
 
-  /** True when every partition of the input, as of the given end offsets, has been handled by this runner. */
-  caughtUp(ends: Map<number, { low: bigint; high: bigint }>): boolean {
+  /**
+   * Writes a group of chunks. On failure the outputs are kept: fence in again, read the committed offset, and
+   * send again (nothing of it written), drop it (written already: only the answer was lost), or reset the window
+   * (another owner moved on). Inference is never repeated for a chunk whose results are in hand.
+   */
+  private async commit(window: PartitionWindow, group: CommitGroup, log: Logger): Promise<CommitResult> {
+    const { groupId, input } = this.options;
+    const writer = `${input}-${window.partition}`;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.committer.commit(
+          { writer, byTopic: group.byTopic, input: { groupId, topic: input, partition: window.partition, nextOffset: group.next.toString() } },
+          (p) => this.consumer!.commitOffsets([{ topic: p.topic, partition: p.partition, offset: p.nextOffset }]),
+        );
+        return { kind: 'committed' };
+      } catch (err) {
+        if (this.abort.signal.aborted || this.windows.get(window.partition) !== window) throw err;
+        this.options.metrics.retries.inc({ stage: this.options.target.name });
+        const delay = backoffDelay(Math.min(attempt, 16), COMMIT_RETRY);
+        log.warn({ err: errorMessage(err), from: group.first.toString(), to: group.next.toString(), attempt, delayMs: delay }, 'commit failed; outputs kept, checking the partition before writing them again');
+        await sleep(delay, this.abort.signal);
+        let committed: bigint;
+        try {
+          committed = this.options.exactlyOnce ? await this.fenceIn(window.partition) : await this.committedOffset(window.partition);
+        } catch (fenceErr) {
+          log.warn({ err: errorMessage(fenceErr) }, 'cannot fence in the partition yet');
+          continue;
+        }
+        if (committed >= group.next) {
+          log.info({ committed: committed.toString() }, 'chunk found committed already; not written again');
+          return { kind: 'already' };
+        }
+        if (committed !== group.first && committed >= 0n) {
+          log.warn({ committed: committed.toString(), expected: group.first.toString() }, 'another owner moved the partition on; dropping the window and fetching again from the committed offset');
+          return { kind: 'reset', offset: committed };
+        }
+      }
+    }
+  }
+
+  private onCommitted(partition: number, group: CommitGroup): void {
+    const { metrics, target, input } = this.options;
+    const now = process.hrtime.bigint();
+    for (const chunk of group.chunks) {
+      for (const [stage, counts] of chunk.byStage ?? [[target.name, chunk.counts]]) {
+        metrics.record(stage, counts);
+        metrics.batchSeconds.observe({ stage }, Number(now - chunk.startedAt) / 1e9);
+      }
+      const event: BatchCommittedEvent = { topic: input, partition, nextOffset: chunk.next.toString(), counts: chunk.counts };
+      this.emit('committed', event);
+    }
+  }
+
+  /**
+   * True when this runner has nothing in flight and every partition of the input, as of the given end offsets,
+   * is handled: consumed up to its end here, or committed up to it by the group.
+   */
+  caughtUp(ends: Map<number, { low: bigint; high: bigint }>, committed: Map<number, bigint> = new Map()): boolean {
+    if (this.opening.size > 0) return false;
+    for (const window of this.windows.values()) if (!window.idle) return false;
     for (const [partition, { low, high }] of ends) {
       if (high <= low) continue;
-      const pos = this.positions.get(partition);
-      if (!pos || pos.lastOffset < high - 1n) return false;
+      const window = this.windows.get(partition);
+      const seen = window?.fetchedThrough ?? this.skipped.get(partition);
+      if (seen !== undefined && seen >= high - 1n) continue;
+      // A partition this runner never fetched from (another member's, or caught up before the start).
+      const c = committed.get(partition);
+      if (c !== undefined && c >= high) continue;
+      return false;
     }
-    return this.inflight.size === 0;
+    return true;
+  }
+
+  /** Committed offsets of the group, for caughtUp. */
+  async committedOffsets(admin: Admin): Promise<Map<number, bigint>> {
+    const [offsets] = await admin.fetchOffsets({ groupId: this.options.groupId, topics: [this.options.input] });
+    return new Map((offsets?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]));
+  }
+
+  /** Chunks in flight across partitions. */
+  get inFlight(): number {
+    let n = 0;
+    for (const w of this.windows.values()) n += w.inFlight;
+    return n;
   }
 
   /**
@@ -325,18 +441,21 @@ export class StageRunner extends EventEmitter {
   stop(graceMs = 10_000): Promise<void> {
     this.stopping ??= (async () => {
       this.draining = true;
-      if (this.inflight.size > 0) {
-        this.log.info({ chunks: this.inflight.size, graceMs }, 'waiting for chunks in flight');
+      const windows = [...this.windows.values()];
+      for (const w of windows) w.drain();
+      if (this.inFlight > 0) {
+        this.log.info({ chunks: this.inFlight, graceMs }, 'waiting for chunks in flight');
         let timer: NodeJS.Timeout | undefined;
-        await Promise.race([Promise.allSettled([...this.inflight]), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+        await Promise.race([Promise.all(windows.map((w) => w.whenIdle())), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
         clearTimeout(timer);
       }
       this.abort.abort(new Error('stage stopping'));
-      this.breaker.dispose();
+      for (const w of windows) w.close('stage stopping');
+      for (const link of this.links) link.breaker?.dispose();
       await this.consumer?.disconnect().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'consumer disconnect failed'));
       await this.admin?.then((a) => a.disconnect()).catch(() => undefined);
       await this.committer.close();
-      await this.processor.close?.();
+      for (const p of this.processors) await p.close?.();
       this.log.info('stage stopped');
     })();
     return this.stopping;

@@ -1,11 +1,11 @@
+import pLimit, { type LimitFunction } from 'p-limit';
 import { z } from 'zod';
 import { InferenceError } from '../core/errors.js';
 import type { ChatMessage, Completion, InferenceBackend } from '../inference/backend.js';
 import { resolveTemplate, templateConfigSchema, type ChatTemplate } from '../inference/templates.js';
 import type { Conversation, Instruction, PreferencePair, ScoredResponse } from '../serde/records.generated.js';
-import { dead, defineProcessor, reject, type InputRecord, type Outcome, type Processor, type StageContext } from './stage.js';
+import { dead, defineProcessor, eachRecord, reject, type InputRecord, type Outcome, type Processor, type StageContext } from './stage.js';
 import { RewardClient, rewardClientConfigSchema } from './tag-reward.js';
-import { mapLimited } from './tagging.js';
 
 const samplingSchema = z.strictObject({
   temperature: z.number().min(0).max(5).default(0.8),
@@ -89,32 +89,33 @@ export class PreferencePairGenerator implements Processor<PreferenceInput, Prefe
   }
 
   async process(batch: InputRecord<PreferenceInput>[], ctx: StageContext): Promise<Outcome<PreferencePair>[]> {
+    // Reward calls of the whole batch share one bound; each record samples and scores on its own, so one
+    // record's failure leaves its siblings' finished candidates and scores in place.
+    const scoring = pLimit(this.config.reward.maxInFlight);
+    return eachRecord(batch, ({ value }) => this.prefer(value, scoring, ctx));
+  }
+
+  private async prefer(value: PreferenceInput, scoring: LimitFunction, ctx: StageContext): Promise<Outcome<PreferencePair>> {
+    const instruction = value.instruction.trim();
+    if (!instruction) return reject('empty_instruction', 'instruction is empty', value);
     const usable = (c: Completion) => c.text.trim().length > 0 && (this.config.keepTruncated || c.finishReason !== 'length');
-    // All records of a batch at once: the backend bounds concurrency and a batching server fills its batch.
-    const sampled = await Promise.all(batch.map(async ({ value }) => (value.instruction.trim() ? (await this.sample(value.instruction.trim(), ctx)).filter(usable) : [])));
-    const jobs = sampled.flatMap((completions, record) => completions.map((c) => ({ record, completion: c })));
-    const scores = await mapLimited(jobs, this.config.reward.maxInFlight, ({ record, completion }, signal) =>
-      this.rewards.score({ instruction: batch[record]!.value.instruction.trim(), response: completion.text.trim() }, signal), ctx.signal);
-    let next = 0;
-    return batch.map(({ value }, record): Outcome<PreferencePair> => {
-      const judged = scores.slice(next, (next += sampled[record]!.length));
-      if (!value.instruction.trim()) return reject('empty_instruction', 'instruction is empty', value);
-      const rewards: number[] = [];
-      for (const j of judged) {
-        if (!j.ok) return dead('REWARD_FAILED', `reward model ${this.config.reward.model}: ${j.reason}`);
-        rewards.push(j.value);
-      }
-      const scored: ScoredResponse[] = sampled[record]!.map((c, i) => ({ response: c.text.trim(), reward: rewards[i]!, finish_reason: c.finishReason, tokens: c.tokens }));
-      if (scored.length < 2) {
-        const dropped = this.config.candidates - scored.length;
-        return reject('too_few_candidates', `${scored.length} of ${this.config.candidates} candidates usable (${dropped} empty${this.config.keepTruncated ? '' : ' or truncated at maxTokens'}); a pair needs 2`, value);
-      }
-      const { best, worst } = extremes(scored);
-      if (scored[best]!.reward === scored[worst]!.reward) {
-        return reject('no_preference', `all ${scored.length} candidates scored ${scored[best]!.reward} by ${this.config.reward.model}: no chosen/rejected pair`, value);
-      }
-      return { kind: 'emit', records: [{ value: this.pair(value, scored, best, worst), key: value.uuid }] };
-    });
+    const sampled = (await this.sample(instruction, ctx)).filter(usable);
+    const judged = await Promise.all(sampled.map((c) => scoring(() => this.rewards.score({ instruction, response: c.text.trim() }, ctx.signal))));
+    const rewards: number[] = [];
+    for (const j of judged) {
+      if (!j.ok) return dead('REWARD_FAILED', `reward model ${this.config.reward.model}: ${j.reason}`);
+      rewards.push(j.value);
+    }
+    const scored: ScoredResponse[] = sampled.map((c, i) => ({ response: c.text.trim(), reward: rewards[i]!, finish_reason: c.finishReason, tokens: c.tokens }));
+    if (scored.length < 2) {
+      const dropped = this.config.candidates - scored.length;
+      return reject('too_few_candidates', `${scored.length} of ${this.config.candidates} candidates usable (${dropped} empty${this.config.keepTruncated ? '' : ' or truncated at maxTokens'}); a pair needs 2`, value);
+    }
+    const { best, worst } = extremes(scored);
+    if (scored[best]!.reward === scored[worst]!.reward) {
+      return reject('no_preference', `all ${scored.length} candidates scored ${scored[best]!.reward} by ${this.config.reward.model}: no chosen/rejected pair`, value);
+    }
+    return { kind: 'emit', records: [{ value: this.pair(value, scored, best, worst), key: value.uuid }] };
   }
 
   private pair(input: PreferenceInput, scored: ScoredResponse[], best: number, worst: number): PreferencePair {

@@ -6,7 +6,7 @@ import { resolveTemplate, templateConfigSchema, type ResolvedTemplate } from '..
 import type { Conversation, Instruction, Turn } from '../serde/records.generated.js';
 import { cleanInstruction, cleanupConfigSchema, DEFAULT_CLEANUP } from './instruction-cleanup.js';
 import { templateLeak } from './generate-instructions.js';
-import { defineProcessor, reject, type Outcome, type StageContext } from './stage.js';
+import { defineProcessor, eachRecord, reject, type Outcome, type StageContext } from './stage.js';
 
 const samplingSchema = z
   .object({
@@ -136,6 +136,6 @@ export const generateResponses = defineProcessor({
   create: (c, deps) => {
     const generator = new ResponseGenerator(deps.backend(c.backend), c);
     // All records of a batch at once: the backend bounds concurrency and a batching server fills its batch.
-    return { process: (batch, ctx) => Promise.all(batch.map((r) => generator.answer(r.value as Instruction, ctx))) };
+    return { process: (batch, ctx) => eachRecord(batch, (r) => generator.answer(r.value as Instruction, ctx)) };
   },
 });

@@ -27,12 +27,15 @@ export interface Emit<O> {
  * - emit: zero or more output records (zero means "consumed, nothing to pass on", e.g. an aggregate).
  * - reject: the record is valid but does not pass a rule; it goes to the rejects topic with the rule.
  * - dead: the record cannot be processed at all; it goes to the dead-letter topic with the reason.
- * Transient faults (timeouts, 5xx) are thrown as retryable errors instead, so the runner retries.
+ * - failed: processing this record threw; the runner retries it alone (retryable errors, within its attempt
+ *   budget) or dead-letters it, while the other records of the batch keep their outcomes.
+ * Throwing from process() instead fails every record of the call (e.g. a shared model that cannot run).
  */
 export type Outcome<O> =
   | { kind: 'emit'; records: Emit<O>[] }
   | { kind: 'reject'; rule: string; reason: string; record?: unknown }
-  | { kind: 'dead'; code: string; reason: string };
+  | { kind: 'dead'; code: string; reason: string }
+  | { kind: 'failed'; error: unknown };
 
 export interface StageContext {
   readonly logger: Logger;
@@ -136,3 +139,12 @@ export const emit = <O>(...records: Emit<O>[]): Outcome<O> => ({ kind: 'emit', r
 export const emitValue = <O>(value: O, key?: string | null): Outcome<O> => ({ kind: 'emit', records: [{ value, key }] });
 export const reject = <O>(rule: string, reason: string, record?: unknown): Outcome<O> => ({ kind: 'reject', rule, reason, record });
 export const dead = <O>(code: string, reason: string): Outcome<O> => ({ kind: 'dead', code, reason });
+export const failed = <O>(error: unknown): Outcome<O> => ({ kind: 'failed', error });
+
+/**
+ * Runs `fn` for every record at once (the backend bounds concurrency), each on its own: a record whose call
+ * throws becomes a `failed` outcome and never cancels or discards its siblings' finished work.
+ */
+export function eachRecord<I, O>(batch: InputRecord<I>[], fn: (record: InputRecord<I>) => Promise<Outcome<O>>): Promise<Outcome<O>[]> {
+  return Promise.all(batch.map((r) => fn(r).catch((error: unknown) => failed<O>(error))));
+}

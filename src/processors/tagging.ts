@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { errorMessage, InferenceError, isRetryable } from '../core/errors.js';
 import type { ChatRequest, InferenceBackend } from '../inference/backend.js';
 import type { Conversation, TagFailure } from '../serde/records.generated.js';
-import { emitValue, type InputRecord, type Outcome, type StageContext } from './stage.js';
+import { emitValue, failed, type InputRecord, type Outcome, type StageContext } from './stage.js';
 
 export type Judged<T> = { ok: true; value: T } | { ok: false; reason: string };
 
@@ -20,46 +20,26 @@ export function recordTag<T>(record: Conversation, tag: string, judged: Judged<T
     : { ...record, tag_failures: withTagResult(record, tag, judged.reason) };
 }
 
-/** Tags every record of a batch, `concurrency` at a time; each record flows on, tagged or with a tag failure. */
+/**
+ * Tags every record of a batch, `concurrency` at a time; each record flows on, tagged or with a tag failure.
+ * A record whose call throws (server timeout, 5xx) becomes a `failed` outcome on its own: the runner retries
+ * it alone, and the records already tagged keep their result.
+ */
 export async function tagEach(
   batch: InputRecord<Conversation>[],
   ctx: StageContext,
   concurrency: number,
   tag: (record: Conversation, signal: AbortSignal) => Promise<Conversation>,
 ): Promise<Outcome<Conversation>[]> {
-  const tagged = await mapLimited(batch, concurrency, (r, signal) => tag(r.value, signal), ctx.signal);
-  return tagged.map((value, i) => emitValue(value, batch[i]!.key));
-}
-
-/**
- * Runs `fn` over `items` with at most `limit` at once, results in input order. The first error stops
- * new calls and is thrown once the calls already started have settled.
- */
-export async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (item: T, signal: AbortSignal) => Promise<R>, signal: AbortSignal): Promise<R[]> {
-  const run = pLimit(limit);
-  const stop = new AbortController();
-  const onAbort = () => stop.abort(signal.reason);
-  signal.addEventListener('abort', onAbort, { once: true });
-  try {
-    const settled = await Promise.allSettled(
-      items.map((item) =>
-        run(async () => {
-          if (stop.signal.aborted) throw stop.signal.reason;
-          try {
-            return await fn(item, stop.signal);
-          } catch (err) {
-            stop.abort(err);
-            throw err;
-          }
-        }),
-      ),
-    );
-    const failed = settled.find((s) => s.status === 'rejected');
-    if (failed) throw stop.signal.reason ?? failed.reason;
-    return settled.map((s) => (s as PromiseFulfilledResult<R>).value);
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-  }
+  const run = pLimit(concurrency);
+  return Promise.all(
+    batch.map((r) =>
+      run(async () => {
+        ctx.signal.throwIfAborted();
+        return emitValue(await tag(r.value, ctx.signal), r.key);
+      }).catch((error: unknown) => failed<Conversation>(error)),
+    ),
+  );
 }
 
 /** Sampling of a judge call, as written in a topology. */

@@ -6,7 +6,10 @@ import type { Embedder } from '../embedding/embedder.js';
 import { createEmbedder } from '../embedding/transformers.js';
 import type { InferenceBackend } from '../inference/backend.js';
 import { createBackend } from '../inference/factory.js';
+import { guardAccess } from '../kafka/access-guard.js';
+import { stagePrincipal, topologyAcls, type AclRule } from '../kafka/acls.js';
 import { ensureTopics, partitionCounts } from '../kafka/admin.js';
+import type { AccessContext, KafkaAccessError } from '../kafka/auth-errors.js';
 import { createKafka } from '../kafka/client.js';
 import type { RouteTarget } from '../kafka/route.js';
 import { SourceRunner } from '../kafka/source-runner.js';
@@ -73,6 +76,17 @@ export class Resources {
     }
   }
 
+  /** Requests the backends of a stage run at once, summed (undefined: the stage uses no backend). */
+  backendConcurrency(stage: ResolvedStage): number | undefined {
+    let total: number | undefined;
+    for (const field of ['backend', 'judge'] as const) {
+      const name = stage.config[field];
+      const backend = typeof name === 'string' ? this.backends.get(name) : undefined;
+      if (backend) total = (total ?? 0) + (backend.concurrency ?? 1);
+    }
+    return total;
+  }
+
   depsFor(stageName: string): StageDeps {
     return {
       stageName,
@@ -96,6 +110,26 @@ export class Resources {
   }
 }
 
+/** Stages with state (a compacted changelog port) process their chunks strictly one after another. */
+function stateful(stage: ResolvedStage): boolean {
+  return Object.values(stage.definition.extraPorts ?? {}).some((p) => p.compacted);
+}
+
+/**
+ * Chunk size and window of a stage. Unset, they follow from the backend: a partition's window holds four times
+ * the requests the backend runs at once, in sixteen chunks, so the server stays full while the oldest chunk waits
+ * for its longest answer (commits go in offset order). Stages without a backend: eight chunks of 32, so that
+ * while one transaction commits, the chunks done meanwhile wait to go out together in the next.
+ */
+export function stageTuning(stage: ResolvedStage, backendConcurrency: number | undefined): { batchSize: number; window: number } {
+  // load.ts refuses a window over 1 for these.
+  if (stateful(stage)) return { batchSize: stage.batchSize ?? 32, window: 1 };
+  if (backendConcurrency === undefined) return { batchSize: stage.batchSize ?? 32, window: stage.window ?? 8 };
+  const window = stage.window ?? 16;
+  const batchSize = stage.batchSize ?? Math.min(512, Math.max(1, Math.ceil((4 * backendConcurrency) / window)));
+  return { batchSize, window };
+}
+
 export async function createTopologyTopics(kafka: Kafka, topology: Topology, logger?: Logger): Promise<string[]> {
   const specs = [...topologyTopics(topology)].map(([name, t]) => ({
     name,
@@ -104,6 +138,8 @@ export async function createTopologyTopics(kafka: Kafka, topology: Topology, log
     compacted: t.compacted,
     configs: topology.topics.configs,
   }));
+  // Created here too, so that stages whose principal may not create topics find it (ACLs: magpie acls).
+  if (!topology.serde.registry) specs.push({ name: topology.serde.schemaTopic, partitions: 1, replicationFactor: topology.topics.replicationFactor, compacted: true, configs: {} });
   return ensureTopics(kafka, specs, logger);
 }
 
@@ -122,6 +158,22 @@ async function checkSinglePartitionInputs(kafka: Kafka, stages: readonly Resolve
 }
 
 export type Runner = StageRunner | SourceRunner;
+
+/** What a refusal by the broker is explained against: the ACLs `magpie acls` generates for these stages. */
+export function accessContext(topology: Topology, component: string, stages: readonly ResolvedStage[]): AccessContext {
+  const { sasl, ssl } = topology.kafka;
+  let principal: string;
+  let rules: AclRule[];
+  try {
+    principal = stages.length === 1 ? stagePrincipal(topology, stages[0]!) : sasl ? `User:${sasl.username}` : 'User:ANONYMOUS';
+    rules = topologyAcls(topology, stages.map((s) => s.name)).flatMap((a) => a.rules);
+  } catch {
+    // No principal can be named (TLS client certificates without stage principals): explain without ACLs.
+    principal = sasl ? `User:${sasl.username}` : 'the client certificate\'s principal';
+    rules = [];
+  }
+  return { principal, component, rules, tls: Boolean(ssl), sasl: sasl && { mechanism: sasl.mechanism, username: sasl.username } };
+}
 
 export interface RunningTopology {
   readonly kafka: Kafka;
@@ -147,31 +199,50 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   const selected = options.stages ? topology.stages.filter((s) => options.stages!.includes(s.name)) : topology.stages;
   const unknown = (options.stages ?? []).filter((n) => !topology.stages.some((s) => s.name === n));
   if (unknown.length) throw new ConfigError(`no stage named ${unknown.join(', ')} in ${topology.source} (have: ${topology.stages.map((s) => s.name).join(', ')})`);
-  const kafka = createKafka(topology.kafka, logger);
+  const client = createKafka(topology.kafka, logger);
+  const runners = new Map<string, Runner>();
+  const stopping = new Set<string>();
+  // A refused stage stops (its uncommitted chunk is abandoned, so consumed again later) or keeps retrying.
+  const deny = (names: readonly string[]) => (err: KafkaAccessError) => {
+    if (topology.kafka.onAccessDenied === 'wait') return;
+    for (const name of names) {
+      const runner = runners.get(name);
+      if (!runner || stopping.has(name)) continue;
+      stopping.add(name);
+      runner.emit('fatal', err);
+      void runner.stop(0);
+    }
+  };
+  // The schema store's refusals concern every stage of this process.
+  const kafka = guardAccess(client, { context: accessContext(topology, 'magpie', selected), logger, onDenied: deny(selected.map((s) => s.name)) });
   if (options.createTopics !== false) await createTopologyTopics(kafka, topology, logger);
   const serde = await createSerde({ kafka, config: topology.serde, logger });
   const metrics = options.metrics ?? new StageMetrics();
   const resources = new Resources(topology, logger);
-  const runners = new Map<string, Runner>();
+  let starting: string | undefined;
+  const stageKafka = (stage: ResolvedStage): Kafka =>
+    guardAccess(client, { context: accessContext(topology, `stage ${stage.name}`, [stage]), logger, onDenied: deny([stage.name]) });
   await checkSinglePartitionInputs(kafka, selected);
   try {
     // A replaced processor does not use its stage's backends: they are not loaded for it.
     await resources.load(selected.filter((s) => !options.processorOverrides?.[s.name]));
     // Downstream stages start first so that a source's first records find their consumers ready.
     for (const stage of [...selected].reverse()) {
+      starting = stage.name;
       const deps = resources.depsFor(stage.name);
       const target = routeTarget(stage);
       const def = stage.definition;
       if (def.kind === 'source') {
         const runner = new SourceRunner(def.create(stage.config as never, deps), {
-          kafka, serde, logger, metrics, target, batchSize: stage.batchSize, exactlyOnce: stage.exactlyOnce, transactionalId: `${stage.groupId}-source`,
+          kafka: stageKafka(stage), serde, logger, metrics, target, batchSize: stage.batchSize ?? 32, exactlyOnce: stage.exactlyOnce, transactionalIdPrefix: `${stage.groupId}-source`,
         });
         runners.set(stage.name, runner);
         await runner.start();
       } else {
         const processor = options.processorOverrides?.[stage.name] ?? def.create(stage.config as never, deps);
+        const { batchSize, window } = stageTuning(stage, resources.backendConcurrency(stage));
         const runner = new StageRunner(processor, {
-          kafka, serde, logger, metrics, target, groupId: stage.groupId, input: stage.input!, batchSize: stage.batchSize,
+          kafka: stageKafka(stage), serde, logger, metrics, target, groupId: stage.groupId, input: stage.input!, batchSize, window,
           concurrency: stage.concurrency, exactlyOnce: stage.exactlyOnce, sessionTimeoutMs: stage.sessionTimeoutMs, portSchemas: target.portSchemas,
           circuitBreaker: stage.circuitBreaker,
         });
@@ -180,6 +251,7 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
       }
     }
   } catch (err) {
+    logger.fatal({ stage: starting, err: err instanceof Error ? err.message : String(err) }, starting ? `stage ${starting} cannot start` : 'resources cannot be loaded');
     await Promise.allSettled([...runners.values()].map((r) => r.stop(0)));
     await resources.close();
     await serde.close();

@@ -30,7 +30,9 @@ export interface ResolvedStage {
   readonly deadLetter: string;
   readonly groupId: string;
   readonly partitions: number;
-  readonly batchSize: number;
+  /** Unset: follows from the stage's backend (see build.ts). */
+  readonly batchSize: number | undefined;
+  readonly window: number | undefined;
   readonly concurrency: number;
   readonly exactlyOnce: boolean;
   readonly retry: RetryConfig;
@@ -134,6 +136,9 @@ export function parseTopology(text: string, source: string, options: LoadOptions
     for (const port of Object.keys(definition.extraPorts ?? {})) {
       if (!s.ports[port]) problems.push(`stages[${i}].ports.${port}: stage type '${s.type}' needs a topic for its '${port}' port`);
     }
+    if (Object.values(definition.extraPorts ?? {}).some((p) => p.compacted) && s.window !== undefined && s.window > 1) {
+      problems.push(`stages[${i}].window: stage type '${s.type}' keeps state and processes one chunk at a time; remove window or set it to 1`);
+    }
     for (const field of ['backend', 'judge'] as const) {
       const ref = s[field];
       if (typeof ref === 'string' && !(ref in t.backends)) problems.push(`stages[${i}].${field}: no backend named '${ref}' in backends (have: ${Object.keys(t.backends).join(', ') || 'none'})`);
@@ -151,6 +156,7 @@ export function parseTopology(text: string, source: string, options: LoadOptions
       groupId: `${topics.prefix}${t.name}.${s.name}`,
       partitions: s.partitions ?? topics.partitions,
       batchSize: s.batchSize,
+      window: s.window,
       concurrency: s.concurrency,
       exactlyOnce: s.exactlyOnce,
       retry: s.retry,

@@ -25,6 +25,11 @@ export const kafkaConfigSchema = z
       .optional(),
     connectionTimeoutMs: z.number().int().positive().default(10_000),
     requestTimeoutMs: z.number().int().positive().default(30_000),
+    /**
+     * When the broker refuses a stage (a missing ACL): `stop` the stage (the process exits non-zero), or
+     * `wait`, retrying until the ACL is granted (default stop). Either way nothing uncommitted is lost or written twice.
+     */
+    onAccessDenied: z.enum(['stop', 'wait']).optional(),
   })
   .strict();
 
@@ -74,8 +79,16 @@ export const commonStageFields = {
   deadLetter: topicName.optional(),
   /** Partitions of this stage's output topic; defaults to topics.partitions. */
   partitions: z.number().int().min(1).optional(),
-  /** Records handed to process() at once. */
-  batchSize: z.number().int().min(1).max(10_000).default(32),
+  /**
+   * Records handed to process() at once (a chunk). Default: a quarter of the stage's backend concurrency (so the
+   * window below holds four times what the server runs at once), 32 for stages without a backend.
+   */
+  batchSize: z.number().int().min(1).max(10_000).optional(),
+  /**
+   * Chunks of one input partition processed at once (a sliding window), committed in offset order. Default 16
+   * for stages with a backend, 8 for the others; always 1 for stages with state (chunks processed in order).
+   */
+  window: z.number().int().min(1).max(256).optional(),
   /** Input partitions processed concurrently by one instance. */
   concurrency: z.number().int().min(1).max(256).default(1),
   /** Transactional consume-process-produce; off trades exactly-once for at-least-once. */
@@ -83,10 +96,11 @@ export const commonStageFields = {
   /** Retries of a failing batch before its records are isolated (non-retryable) or retried on (retryable). */
   retry: retryConfigSchema.default({ attempts: 5, initialDelayMs: 200, maxDelayMs: 30_000 }),
   /**
-   * After this many consecutive attempts failing with a retryable error (e.g. the inference server is down)
-   * the records go to the dead-letter topic; 0 means wait for recovery forever (consumption pauses).
+   * Attempts of one record that keeps failing with a retryable error (e.g. a timeout) while the stage's other
+   * records are answered; past them it goes to the dead-letter topic. An outage (nothing answered, the circuit
+   * opens) spends no record's attempts: records wait for recovery. 0: never dead-letter, retry forever.
    */
-  deadLetterAfterAttempts: z.number().int().min(0).default(0),
+  deadLetterAfterAttempts: z.number().int().min(0).default(5),
   /**
    * After this many consecutive batch attempts failing with a retryable error the stage's circuit opens:
    * consumption pauses, and one batch probes after a cool-down that doubles while probes fail.
@@ -100,6 +114,8 @@ export const commonStageFields = {
     .strict()
     .default({ failureThreshold: 3, coolDownMs: 5_000, maxCoolDownMs: 60_000 }),
   sessionTimeoutMs: z.number().int().min(6_000).default(45_000),
+  /** Kafka principal the stage connects as (e.g. User:respond), for `magpie acls`; default User:<kafka.sasl.username>. */
+  principal: z.string().regex(/^[A-Za-z]+:.+$/, 'a Kafka principal such as User:respond').optional(),
 };
 
 export const stageBaseSchema = z.object(commonStageFields).loose();

@@ -23,6 +23,19 @@ export interface StartBrokerOptions {
   fresh?: boolean;
   /** Upper bound for the start command, ms. Default 240 000 (the script itself gives up after 120 s). */
   timeoutMs?: number;
+  /**
+   * A secured cluster (set when it is created): SASL_SSL with SCRAM-SHA-512, ACLs enforced, the super user
+   * `admin` plus these SCRAM users.
+   */
+  secure?: { users?: string[] };
+}
+
+/** Where a secured cluster's clients find the CA to trust and each SCRAM user's password. */
+export interface BrokerSecurity {
+  /** PEM of the CA that signed the broker certificate. */
+  readonly caFile: string;
+  /** The file holding a SCRAM user's password (mode 0600); the super user is `admin`. */
+  passwordFile(user: string): string;
 }
 
 export interface Broker {
@@ -32,6 +45,8 @@ export interface Broker {
   readonly bootstrap: string;
   /** The bootstrap entries; brokers[n - 1] is node n. */
   readonly brokers: string[];
+  /** Set for a secured cluster. */
+  readonly security: BrokerSecurity | undefined;
   /** Stops every node (SIGTERM, SIGKILL after 30 s). State stays on disk; see clean(). */
   stop(): Promise<void>;
   /** Stops node n (1-based) of the cluster; `kill: true` sends SIGKILL, like a crash. */
@@ -131,6 +146,7 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Bro
   if (options.fresh) await kafkaSh(['clean', ...base], { name, timeoutMs: 120_000 });
   const args = ['start', ...base, '--nodes', String(nodes)];
   if (options.port !== undefined) args.push('--port', String(options.port));
+  if (options.secure) args.push('--secure', ...(options.secure.users?.length ? ['--users', options.secure.users.join(',')] : []));
   let out: string;
   try {
     out = await kafkaSh(args, { name, timeoutMs });
@@ -148,11 +164,16 @@ export async function startBroker(options: StartBrokerOptions = {}): Promise<Bro
     if (!Number.isInteger(n) || n < 1 || n > nodes) throw new Error(`node must be 1..${nodes}, got ${String(n)}`);
   };
 
+  const runDir = kafkaRunDir(name);
+  const security: BrokerSecurity | undefined = options.secure
+    ? { caFile: path.join(runDir, 'tls', 'ca.crt'), passwordFile: (user) => path.join(runDir, 'users', `${user}.password`) }
+    : undefined;
   return {
     name,
     nodes,
     bootstrap,
     brokers,
+    security,
     async stop() {
       await kafkaSh(['stop', ...base], { name, timeoutMs: 120_000 });
     },

@@ -2,7 +2,9 @@ import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { RecordError } from '../../core/errors.js';
-import { createKafka } from '../../kafka/client.js';
+import { fetchMessageLimits } from '../../kafka/admin.js';
+import { createKafka, createProducer } from '../../kafka/client.js';
+import { largestMessage, messageBytes, planSends, type OutboundMessage } from '../../kafka/send-plan.js';
 import { SCHEMA_NAMES, type SchemaName } from '../../serde/schemas.js';
 import { createSerde } from '../../serde/serde.js';
 import { kafkaConfigSchema, serdeConfigSchema } from '../../topology/schema.js';
@@ -22,13 +24,18 @@ export function registerProduce(program: Command): void {
       const logger = cliLogger(global);
       const kafka = createKafka(kafkaConfigSchema.parse({ brokers: brokersFrom(global) }), logger);
       const serde = await createSerde({ kafka, config: serdeConfigSchema.parse({}), logger });
-      const producer = kafka.producer({ idempotent: true });
+      const admin = kafka.admin();
+      await admin.connect();
+      const limit = (await fetchMessageLimits(admin, [topic]))[topic]!;
+      await admin.disconnect();
+      const producer = createProducer(kafka, { idempotent: true });
       await producer.connect();
       const lines = createInterface({ input: opts.file ? createReadStream(opts.file) : process.stdin, crlfDelay: Infinity });
       let n = 0;
-      let batch: { key: string | null; value: Buffer; headers: Record<string, string> }[] = [];
+      let batch: OutboundMessage[] = [];
+      // Each send fits the topic's max.message.bytes, whatever the records' sizes.
       const flush = async () => {
-        if (batch.length) await producer.send({ topic, acks: -1, messages: batch });
+        for (const topicMessages of planSends(new Map([[topic, batch]]), () => limit)) await producer.sendBatch({ topicMessages, acks: -1 });
         batch = [];
       };
       try {
@@ -45,7 +52,11 @@ export function registerProduce(program: Command): void {
             throw new RecordError('CLI_BAD_RECORD', `line ${n}: ${err.message}`);
           });
           const key = value[opts.key];
-          batch.push({ key: typeof key === 'string' ? key : null, value: encoded.value, headers: encoded.headers });
+          const message = { key: typeof key === 'string' ? key : null, value: encoded.value, headers: encoded.headers };
+          if (messageBytes(message) > largestMessage(limit)) {
+            throw new RecordError('CLI_RECORD_TOO_LARGE', `line ${n}: the record is ${encoded.value.length} bytes, more than topic ${topic} takes (max.message.bytes ${limit})`);
+          }
+          batch.push(message);
           if (batch.length >= 500) await flush();
         }
         await flush();

@@ -4,7 +4,7 @@ import type { Logger } from '../../core/logger.js';
 import { StageMetrics } from '../../core/metrics.js';
 import { runTopology } from '../../topology/build.js';
 import { waitUntilDrained } from '../../topology/drain.js';
-import { cliLogger, loadTopology, untilSignal, type GlobalOptions } from '../common.js';
+import { cliLogger, loadTopology, reportError, untilSignal, type GlobalOptions } from '../common.js';
 import { startProgress } from '../progress.js';
 
 interface RunOptions {
@@ -46,7 +46,15 @@ export function registerRun(program: Command): void {
       const topology = await loadTopology(file, global);
       const metrics = new StageMetrics({ defaultMetrics: true });
       const server = opts.metricsPort ? serveMetrics(metrics, Number(opts.metricsPort), logger) : undefined;
-      const running = await runTopology(topology, logger, { ...(opts.stage ? { stages: opts.stage } : {}), metrics });
+      let running;
+      try {
+        running = await runTopology(topology, logger, { ...(opts.stage ? { stages: opts.stage } : {}), metrics });
+      } catch (err) {
+        // Nothing runs: say why and exit non-zero, whatever connections the failed start left behind.
+        reportError(err);
+        server?.close();
+        process.exit(process.exitCode ?? 1);
+      }
       const progress = startProgress(metrics, running.runners.keys(), Number(opts.progressInterval) * 1000, logger);
       const signalled = untilSignal(logger);
       // A stage whose consumer cannot recover ends the process (non-zero), so a supervisor restarts it.
@@ -63,7 +71,10 @@ export function registerRun(program: Command): void {
         const stop = new AbortController();
         void signalled.then(() => stop.abort());
         void fatal.then(() => stop.abort());
-        await waitUntilDrained(running, { signal: stop.signal });
+        await Promise.race([waitUntilDrained(running, { signal: stop.signal }), fatal]).catch(() => {
+          // A source that failed for good has said so through 'fatal'.
+          process.exitCode = 1;
+        });
       } else {
         await Promise.race([signalled, fatal]);
       }

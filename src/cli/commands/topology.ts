@@ -12,7 +12,7 @@ export function describeTopology(t: Topology): string {
     const from = s.input ? `${s.input} <${schemas.input}>` : '(source)';
     const extras = Object.entries(s.ports).filter(([p]) => p !== 'out').map(([p, topic]) => `${p}: ${topic}`);
     lines.push(`  ${from}`);
-    lines.push(`    └─ [${s.name}] ${s.type}  batch=${s.batchSize} concurrency=${s.concurrency} ${s.exactlyOnce ? 'exactly-once' : 'at-least-once'}`);
+    lines.push(`    └─ [${s.name}] ${s.type}  batch=${s.batchSize ?? 'auto'} window=${s.window ?? 'auto'} concurrency=${s.concurrency} ${s.exactlyOnce ? 'exactly-once' : 'at-least-once'}`);
     lines.push(`       → ${s.ports.out} <${schemas.ports.out}>${extras.length ? `  (${extras.join(', ')})` : ''}`);
     lines.push(`       ↳ rejects: ${s.rejects}  dead letters: ${s.deadLetter}`);
   }

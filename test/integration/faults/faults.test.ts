@@ -163,10 +163,10 @@ describe('fault injection (real brokers, real processes)', () => {
     a.signal('SIGCONT');
     const liftedAt = Date.now();
     await finish(s, 'instance frozen 6 s+ (zombie), resumed', liftedAt);
-    const refused = a.lines.filter((l) => l.msg === 'chunk failed before commit; it will be retried' && /epoch/.test(String(l.err))).length;
-    const abandoned = a.lines.filter((l) => l.msg.startsWith('chunk abandoned')).length;
-    const skipped = b.lines.filter((l) => l.msg === 'skipping records the previous owner of the partition committed').length;
-    rows.at(-1)!.note = `zombie: ${refused} commits fenced, ${abandoned} chunks abandoned; successor skipped ${skipped} chunks it had committed`;
+    const refused = a.lines.filter((l) => l.msg.startsWith('commit failed; outputs kept')).length;
+    const abandoned = a.lines.filter((l) => l.msg === 'partition revoked; its work in flight is abandoned').length;
+    const reset = a.lines.filter((l) => l.msg.startsWith('another owner moved the partition on')).length;
+    rows.at(-1)!.note = `zombie: ${refused} commits refused, ${abandoned} partitions abandoned, ${reset} windows reset to the successor's position`;
     alive(a, b);
   });
 });

@@ -29,6 +29,10 @@ export class FaultyOpenAIServer {
   readonly requests: Record<ServerFault, number> = { none: 0, 'http-500': 0, 'http-429': 0, hang: 0, reset: 0 };
   /** Authorization headers seen (tests check the key was sent). */
   readonly authorizations = new Set<string>();
+  /** Every request body that reached the answering path, in arrival order. */
+  readonly bodies: ChatRequestBody[] = [];
+  /** Per request: an HTTP error status to answer with instead (a fault for some requests only). */
+  statusFor: ((body: ChatRequestBody) => number | undefined) | undefined;
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
   private readonly hanging = new Set<ServerResponse>();
@@ -94,6 +98,12 @@ export class FaultyOpenAIServer {
       body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as ChatRequestBody;
     } catch {
       res.writeHead(400).end('{"error":{"message":"body is not JSON"}}');
+      return;
+    }
+    this.bodies.push(body);
+    const status = this.statusFor?.(body);
+    if (status !== undefined) {
+      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: `injected HTTP ${status}` } }));
       return;
     }
     const path = req.url ?? '';

@@ -14,7 +14,21 @@ const logger = createLogger({ level: 'silent' });
 describe('backendConfigSchema', () => {
   it('fills openai defaults', () => {
     const c = backendConfigSchema.parse({ type: 'openai', baseUrl: 'http://localhost:8000/v1', model: 'meta-llama/Meta-Llama-3-8B-Instruct' });
-    expect(c).toMatchObject({ server: 'vllm', apiKeyEnv: 'OPENAI_API_KEY', maxConcurrency: 64, retries: 4, timeoutMs: 600_000 });
+    expect(c).toMatchObject({ server: 'vllm', apiKeyEnv: 'OPENAI_API_KEY', retries: 4, timeoutMs: 600_000 });
+  });
+
+  it('runs as many requests at once as the servers\' batches hold, unless maxConcurrency says otherwise', async () => {
+    const concurrency = async (extra: Record<string, unknown>) => {
+      const backend = await createBackend('b', backendConfigSchema.parse({ type: 'openai', baseUrl: 'http://127.0.0.1:8000/v1', model: 'm', ...extra }), createLogger({ level: 'silent' }), {});
+      await backend.close();
+      return backend.concurrency;
+    };
+    expect(await concurrency({})).toBe(256);
+    expect(await concurrency({ server: 'tgi' })).toBe(128);
+    expect(await concurrency({ server: 'generic' })).toBe(64);
+    expect(await concurrency({ serverBatch: 512 })).toBe(512);
+    expect(await concurrency({ baseUrl: undefined, baseUrls: ['http://127.0.0.1:8000/v1', 'http://127.0.0.1:8001/v1'], serverBatch: 100 })).toBe(200);
+    expect(await concurrency({ serverBatch: 512, maxConcurrency: 1000 })).toBe(1000);
   });
 
   it('fills llamacpp defaults and accepts gpu: false', () => {

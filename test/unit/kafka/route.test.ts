@@ -1,7 +1,8 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { InferenceError, RecordError } from '../../../src/core/errors.js';
-import { routeBatch, type RawRecord, type RouteTarget } from '../../../src/kafka/route.js';
+import { CircuitBreaker } from '../../../src/core/circuit-breaker.js';
+import { routeBatch, routeChain, type ProcessFn, type RawRecord, type RouteTarget } from '../../../src/kafka/route.js';
 import type { InputRecord, Outcome, StageContext } from '../../../src/processors/stage.js';
 import type { Instruction } from '../../../src/serde/records.generated.js';
 import { createSerde } from '../../../src/serde/serde.js';
@@ -95,12 +96,33 @@ describe('routeBatch', () => {
     expect(routed.counts).toEqual({ in: 3, out: 3, rejected: 0, deadLettered: 0 });
   });
 
-  it('dead-letters after deadLetterAfterAttempts retryable failures when configured', async () => {
-    const routed = await routeBatch(await raws(2), async () => {
-      throw new InferenceError('INFERENCE_TIMEOUT', 'timed out', { retryable: true });
-    }, serde, { ...target, deadLetterAfterAttempts: 2 }, ctx());
+  it('retries only the record that failed, and dead-letters it after its own budget while its siblings are answered', async () => {
+    const calls: string[][] = [];
+    const timeout = new InferenceError('INFERENCE_TIMEOUT', 'timed out', { retryable: true });
+    const routed = await routeBatch(await raws(4), async (b: InputRecord<Instruction>[]) => {
+      calls.push(b.map((r) => r.value.uuid));
+      return b.map((r): Outcome<Instruction> => (r.value.uuid === 'u-2' ? { kind: 'failed', error: timeout } : { kind: 'emit', records: [{ value: r.value }] }));
+    }, serde, { ...target, deadLetterAfterAttempts: 3 }, ctx());
+    // The first call has every record; each retry has only the failed one.
+    expect(calls).toEqual([['u-0', 'u-1', 'u-2', 'u-3'], ['u-2'], ['u-2']]);
+    expect((await decodeAll('out-topic', routed, 'magpie.Instruction')).map((r) => r.uuid)).toEqual(['u-0', 'u-1', 'u-3']);
     const dead = await decodeAll('dlq-topic', routed, 'magpie.DeadLetter');
-    expect(dead.map((d) => d.code)).toEqual(['INFERENCE_TIMEOUT', 'INFERENCE_TIMEOUT']);
+    expect(dead).toHaveLength(1);
+    expect(dead[0]).toMatchObject({ code: 'INFERENCE_TIMEOUT', source_offset: 2, attempts: 3 });
+    expect(dead[0]!.reason).toMatch(/after 3 attempts/);
+  });
+
+  it('spends no budget while every record fails (an outage): the records wait and go through on recovery', async () => {
+    let call = 0;
+    const breaker = new CircuitBreaker({ failureThreshold: 2, coolDownMs: 5, maxCoolDownMs: 20 });
+    const routed = await routeBatch(await raws(3), async (b: InputRecord<Instruction>[]) => {
+      // Down for the first six calls, for everyone.
+      if (++call <= 6) return b.map(() => ({ kind: 'failed' as const, error: new InferenceError('INFERENCE_CONNECTION', 'refused', { retryable: true }) }));
+      return b.map((r) => ({ kind: 'emit' as const, records: [{ value: r.value }] }));
+    }, serde, { ...target, deadLetterAfterAttempts: 2 }, ctx(), breaker);
+    breaker.dispose();
+    expect(call).toBe(7);
+    expect(routed.counts).toEqual({ in: 3, out: 3, rejected: 0, deadLettered: 0 });
   });
 
   it('dead-letters an output that does not match its schema instead of failing the batch', async () => {
@@ -119,11 +141,46 @@ describe('routeBatch', () => {
 });
 
 describe('routeBatch size limits', () => {
+  it('cuts the original of a dead letter to fit the dead-letter topic, and says so', async () => {
+    const input = await raws(1);
+    input[0] = { ...input[0]!, value: Buffer.alloc(40_000, 1) };
+    const routed = await routeBatch(input, async () => [], serde, { ...target, messageLimits: { 'dlq-topic': 30_000 } }, ctx());
+    const [dead] = await decodeAll('dlq-topic', routed, 'magpie.DeadLetter');
+    expect(dead!.reason).toMatch(/original cut from 40000 to 13616 bytes/);
+    expect((dead!.original as Buffer).length).toBe(13_616);
+  });
+
   it('dead-letters an output larger than the broker accepts, with the size in the reason', async () => {
-    const routed = await routeBatch(await raws(2), async (b: InputRecord<Instruction>[]) => b.map((r, i) => ({ kind: 'emit' as const, records: [{ value: i === 1 ? { ...r.value, instruction: 'x'.repeat(5_000) } : r.value }] })), serde, { ...target, maxMessageBytes: 2_000 }, ctx());
+    const routed = await routeBatch(await raws(2), async (b: InputRecord<Instruction>[]) => b.map((r, i) => ({ kind: 'emit' as const, records: [{ value: i === 1 ? { ...r.value, instruction: 'x'.repeat(5_000) } : r.value }] })), serde, { ...target, messageLimits: { 'out-topic': 3_000 } }, ctx());
     expect(routed.counts).toMatchObject({ out: 1, deadLettered: 1 });
     const dead = await decodeAll('dlq-topic', routed, 'magpie.DeadLetter');
     expect(dead[0]).toMatchObject({ code: 'OUTPUT_TOO_LARGE', source_offset: 1 });
-    expect(dead[0]!.reason).toMatch(/over the 2000-byte limit/);
+    expect(dead[0]!.reason).toMatch(/over the 3000-byte limit \(max.message.bytes\) of topic out-topic/);
+  });
+});
+
+describe('routeChain', () => {
+  it('hands what a stage emits on out to the next in memory; rejects and dead letters stop a record at its stage', async () => {
+    const upper: ProcessFn<unknown, unknown> = async (b) =>
+      (b as InputRecord<Instruction>[]).map((r) => (r.value.uuid === 'u-1' ? { kind: 'reject', rule: 'first_rule', reason: 'stopped by the first stage' } : { kind: 'emit', records: [{ value: { ...r.value, instruction: r.value.instruction.toUpperCase() } }] }));
+    const seenBySecond: string[] = [];
+    const second: ProcessFn<unknown, unknown> = async (b) =>
+      (b as InputRecord<Instruction>[]).map((r) => {
+        seenBySecond.push(r.value.instruction);
+        return r.value.uuid === 'u-3' ? { kind: 'failed', error: new RecordError('SECOND_FAILED', 'the second stage cannot take u-3') } : { kind: 'emit', records: [{ value: r.value }] };
+      });
+    const first = { ...target, name: 'first', ports: { out: 'between' }, rejects: 'rejects-topic', deadLetter: 'dlq-topic' };
+    const routed = await routeChain(await raws(4), [{ process: upper, target: first }, { process: second, target: { ...target, name: 'second' } }], serde, ctx());
+    // Nothing is written to the topic between the two stages.
+    expect(routed.byTopic.has('between')).toBe(false);
+    expect(seenBySecond).toEqual(['QUESTION 0', 'QUESTION 2', 'QUESTION 3']);
+    expect((await decodeAll('out-topic', routed, 'magpie.Instruction')).map((r) => [r.uuid, r.instruction])).toEqual([['u-0', 'QUESTION 0'], ['u-2', 'QUESTION 2']]);
+    expect((await decodeAll('rejects-topic', routed, 'magpie.Rejected')).map((r) => [r.stage, r.rule, r.uuid])).toEqual([['first', 'first_rule', 'u-1']]);
+    expect((await decodeAll('dlq-topic', routed, 'magpie.DeadLetter')).map((d) => [d.stage, d.code, d.source_offset])).toEqual([['second', 'SECOND_FAILED', 3]]);
+    expect(Object.fromEntries(routed.byStage!)).toEqual({
+      first: { in: 4, out: 3, rejected: 1, deadLettered: 0 },
+      second: { in: 3, out: 2, rejected: 0, deadLettered: 1 },
+    });
+    expect(routed.counts).toEqual({ in: 4, out: 2, rejected: 1, deadLettered: 1 });
   });
 });

@@ -164,9 +164,9 @@ describe('generate-preferences', () => {
     expect(outcomes[1]).toMatchObject({ kind: 'emit', records: [{ value: { chosen: 'ccc', rejected: 'a' }, key: makeInstruction(10).uuid }] });
   });
 
-  it('throws a retryable reward error so the runner retries the batch', async () => {
+  it('fails the record with a retryable reward error so the runner retries it alone', async () => {
     const down = new InferenceError('INFERENCE_CONNECTION', 'cannot reach the reward model', { retryable: true });
-    await expect(run(generator(new SamplingBackend(['a', 'bb', 'ccc']), new LengthScorer(() => down)), [makeInstruction(11)])).rejects.toBe(down);
+    expect(await run(generator(new SamplingBackend(['a', 'bb', 'ccc']), new LengthScorer(() => down)), [makeInstruction(11)])).toEqual([{ kind: 'failed', error: down }]);
   });
 
   it('scores through the configured HTTP reward endpoint, with the defaults of the Magpie recipe', async () => {

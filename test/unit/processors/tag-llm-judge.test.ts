@@ -61,9 +61,13 @@ describe('tag-llm-judge', () => {
     expect(out).toMatchObject({ difficulty: 'hard', tag_failures: [] });
   });
 
-  it('rethrows retryable backend errors so the runner retries the batch', async () => {
-    const backend = new ScriptedBackend(() => new InferenceError('INFERENCE_TIMEOUT', 'slow', { retryable: true }));
-    await expect(judge('difficulty', backend).process(inputs(conversations(['a', 'b', 'c'])), stageContext())).rejects.toMatchObject({ code: 'INFERENCE_TIMEOUT' });
+  it('fails only the records whose calls failed retryably, keeping the others tagged', async () => {
+    const backend = new ScriptedBackend((req) =>
+      JSON.stringify(req.messages).includes('slow one') ? new InferenceError('INFERENCE_TIMEOUT', 'slow', { retryable: true }) : '{"intent":"i","knowledge":"k","difficulty":"easy"}',
+    );
+    const outcomes = await judge('difficulty', backend).process(inputs(conversations(['a', 'slow one', 'c'])), stageContext());
+    expect(outcomes.map((o) => o.kind)).toEqual(['emit', 'failed', 'emit']);
+    expect(outcomes[1]).toMatchObject({ error: { code: 'INFERENCE_TIMEOUT' } });
   });
 
   it('turns a non-retryable backend error into a tag failure', async () => {

@@ -44,6 +44,16 @@ async function score(config: Record<string, unknown>, records = [makeConversatio
   return mainValues<Conversation>(await processor.process(inputs(records), stageContext()));
 }
 
+/** The error of each record, which must have failed (to be retried alone by the runner). */
+async function failures(config: Record<string, unknown>, records = [makeConversation(1, 'What is 2+2?', '4')]): Promise<unknown[]> {
+  processor = tagReward.create(tagReward.config.parse({ model: 'rm', requestRetry: { attempts: 3, initialDelayMs: 1, maxDelayMs: 5 }, ...config }), deps());
+  const outcomes = await processor.process(inputs(records), stageContext());
+  return outcomes.map((o) => {
+    if (o.kind !== 'failed') throw new Error(`expected a failed outcome, got ${o.kind}`);
+    return o.error;
+  });
+}
+
 afterEach(async () => {
   await processor?.close?.();
   processor = undefined;
@@ -85,22 +95,22 @@ describe('tag-reward', () => {
     expect(seen).toHaveLength(3);
   });
 
-  it('throws a retryable error once retries run out, so the runner retries the batch', async () => {
+  it('fails the record with a retryable error once retries run out, so the runner retries it alone', async () => {
     const { url, seen } = await rewardServer((_, __, res) => json(res, { error: 'overloaded' }, 429));
-    await expect(score({ url, api: 'score-json' })).rejects.toMatchObject({ code: 'INFERENCE_HTTP', retryable: true });
+    expect(await failures({ url, api: 'score-json' })).toEqual([expect.objectContaining({ code: 'INFERENCE_HTTP', retryable: true })]);
     expect(seen).toHaveLength(3);
   });
 
   it('times out a server that does not answer', async () => {
     const { url } = await rewardServer(() => undefined);
-    await expect(score({ url, api: 'score-json', timeoutMs: 200, requestRetry: { attempts: 2, initialDelayMs: 1, maxDelayMs: 1 } })).rejects.toMatchObject({ code: 'INFERENCE_TIMEOUT', retryable: true });
+    expect(await failures({ url, api: 'score-json', timeoutMs: 200, requestRetry: { attempts: 2, initialDelayMs: 1, maxDelayMs: 1 } })).toEqual([expect.objectContaining({ code: 'INFERENCE_TIMEOUT', retryable: true })]);
   });
 
   it('treats a refused connection as retryable', async () => {
     const { url } = await rewardServer(() => undefined);
     await new Promise((resolve) => server!.close(resolve));
     server = undefined;
-    await expect(score({ url, api: 'score-json', requestRetry: { attempts: 1, initialDelayMs: 1, maxDelayMs: 1 } })).rejects.toMatchObject({ code: 'INFERENCE_CONNECTION', retryable: true });
+    expect(await failures({ url, api: 'score-json', requestRetry: { attempts: 1, initialDelayMs: 1, maxDelayMs: 1 } })).toEqual([expect.objectContaining({ code: 'INFERENCE_CONNECTION', retryable: true })]);
   });
 
   it('records a tag failure for 4xx answers and unexpected shapes, without retrying them', async () => {

@@ -3,7 +3,7 @@
  * environment or a secrets file, redacted from logged objects, and scrubbed from error messages, including a
  * server's error text that echoes the key back. A topology cannot carry a SASL password itself.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -13,8 +13,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, errorMessage } from '../../../src/core/errors.js';
 import { createLogger } from '../../../src/core/logger.js';
 import { backendConfigSchema, createBackend } from '../../../src/inference/factory.js';
+import { StageMetrics } from '../../../src/core/metrics.js';
+import { readSecretFile } from '../../../src/core/secrets.js';
 import { createKafka } from '../../../src/kafka/client.js';
+import { deadLetterMessage, rejectMessage } from '../../../src/kafka/route.js';
+import { ReportAggregator } from '../../../src/report/aggregate.js';
+import { renderReport } from '../../../src/report/html.js';
+import type { DeadLetter, Rejected } from '../../../src/serde/records.generated.js';
+import { createSerde } from '../../../src/serde/serde.js';
 import { parseTopology } from '../../../src/topology/load.js';
+import { makeInstruction } from '../../support/records.js';
 
 const SASL_PASSWORD = 'kafka-S3cret-pa55word-7f3a';
 const API_KEY = 'sk-live-9b1e4c7d2a8f6e3b5c0d';
@@ -159,5 +167,74 @@ describe('registered secrets', () => {
     expect(lines).toHaveLength(2);
     for (const line of lines) expect(line).not.toContain(key);
     expect(lines.join('\n')).toContain('[redacted]');
+  });
+});
+
+describe('secrets files', () => {
+  it('warns when a secrets file is readable by others, and reads it all the same', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'magpie-secret-'));
+    const loose = path.join(dir, 'loose');
+    const tight = path.join(dir, 'tight');
+    writeFileSync(loose, `${SASL_PASSWORD}\n`);
+    chmodSync(loose, 0o644);
+    writeFileSync(tight, `${SASL_PASSWORD}\n`, { mode: 0o600 });
+    chmodSync(tight, 0o600);
+    const { logger, text } = capture();
+    expect(readSecretFile(tight, 'kafka.sasl', logger)).toBe(SASL_PASSWORD);
+    expect(text()).toBe('');
+    expect(readSecretFile(loose, 'kafka.sasl', logger)).toBe(SASL_PASSWORD);
+    const out = text();
+    expect(out).toContain(`kafka.sasl: secrets file ${loose} is readable by others (mode 0644); restrict it to 0600`);
+    expect(out).not.toContain(SASL_PASSWORD);
+  });
+
+  it('warns through the Kafka client and the inference backend alike', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'magpie-secret-'));
+    const file = path.join(dir, 'mounted');
+    writeFileSync(file, `${API_KEY}\n`);
+    chmodSync(file, 0o640);
+    const { logger, text } = capture();
+    const topology = parseTopology(`name: t\nkafka:\n  brokers: b:9092\n  sasl: { mechanism: scram-sha-512, username: magpie, passwordFile: ${file} }\nstages:\n  - { name: copy, type: pass-through, input: in, output: out }\n`, 'x.yaml');
+    createKafka(topology.kafka, logger);
+    const backend = await createBackend('gen', backendConfigSchema.parse({ type: 'openai', baseUrl: echoUrl, model: 'm', server: 'generic', apiKeyFile: file }), logger);
+    await backend.close();
+    const out = text();
+    expect(out).toContain('kafka.sasl: secrets file');
+    expect(out).toContain('backends.gen.apiKeyFile: secrets file');
+    expect(out).not.toContain(API_KEY);
+  });
+});
+
+describe('secrets in records, metrics and the report', () => {
+  it('never reach reject or dead-letter records, metrics labels or the HTML report', async () => {
+    const { registerSecret } = await import('../../../src/core/logger.js');
+    registerSecret(API_KEY);
+    const serde = createSerde();
+    const target = { name: 'respond', rejects: 'rejects', deadLetter: 'dead-letter' };
+    const raw = { topic: 'in', partition: 0, offset: '7', key: null, value: Buffer.from('{}'), headers: {}, timestamp: '0' };
+    // A server error quoting the key, as the echo server above does, becomes the reason of both records.
+    const reason = `inference failed: rejected credentials: Bearer ${API_KEY}`;
+    const rejectedMsg = await rejectMessage(serde, target, { rule: 'server-said-no', reason }, makeInstruction(1), raw);
+    const deadMsg = await deadLetterMessage(serde, target, raw, 'INFERENCE_HTTP', reason, 3);
+    const rejected = await serde.decode<Rejected>('magpie.Rejected', rejectedMsg.value, rejectedMsg.headers);
+    const dead = await serde.decode<DeadLetter>('magpie.DeadLetter', deadMsg.value, deadMsg.headers);
+    expect(rejected.reason).toBe('inference failed: rejected credentials: Bearer [redacted]');
+    expect(dead.reason).toBe('inference failed: rejected credentials: Bearer [redacted]');
+    expect(rejectedMsg.value.toString('latin1')).not.toContain(API_KEY);
+    expect(deadMsg.value!.toString('latin1')).not.toContain(API_KEY);
+
+    const metrics = new StageMetrics();
+    metrics.record('respond', { in: 1, out: 0, rejected: 1, deadLettered: 1 });
+    metrics.retries.inc({ stage: 'respond' });
+    const exposition = await metrics.registry.metrics();
+    expect(exposition).toContain('magpie_records_dead_lettered_total{stage="respond"} 1');
+    expect(exposition).not.toContain(API_KEY);
+
+    const agg = new ReportAggregator({ topic: 'sink', rejects: 'rejects' });
+    agg.addReject(rejected);
+    agg.addDeadLetter(dead);
+    const html = renderReport(agg.result('Run', 1_750_000_600_000));
+    expect(html).toContain('rejected credentials: Bearer [redacted]');
+    expect(html).not.toContain(API_KEY);
   });
 });
