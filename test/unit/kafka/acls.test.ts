@@ -3,7 +3,7 @@ import { aclKey, describeRule, distinctRules, kafkaAclsCommand, toAclEntry, topo
 import { parseTopology } from '../../../src/topology/load.js';
 
 const topology = (stages: string, kafka = '  brokers: b:9092\n  sasl: { mechanism: scram-sha-512, username: shared, passwordEnv: X }') =>
-  parseTopology(`name: demo\nkafka:\n${kafka}\ntopics: { prefix: p- }\nembedders: { e: { model: m, localPath: /x } }\nbackends: { g: { type: openai, baseUrl: 'http://x/v1', model: m } }\nstages:\n${stages}`, 'demo.yaml');
+  parseTopology(`name: demo\nkafka:\n${kafka}\ntopics: { prefix: p-, partitions: 1 }\nembedders: { e: { model: m, localPath: /x } }\nbackends: { g: { type: openai, baseUrl: 'http://x/v1', model: m } }\nstages:\n${stages}`, 'demo.yaml');
 
 const STAGES = `  - { name: gen, type: generate-instructions, backend: g, template: chatml, output: instructions, principal: 'User:gen' }
   - { name: dedupe, type: near-duplicate, input: embedded, output: deduped, ports: { changelog: index }, principal: 'User:dedupe' }
