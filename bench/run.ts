@@ -18,8 +18,10 @@ import { embeddingSuite } from './suites/embedding.js';
 import { neighborsSuite } from './suites/neighbors.js';
 import { dedupeSuite } from './suites/dedupe.js';
 import { dedupeStateSuite } from './suites/dedupe-state.js';
+import { startupSuite } from './suites/startup.js';
+import { parquetSuite } from './suites/parquet.js';
 
-const SUITES: readonly Suite[] = [pipelineSuite, kafkaSuite, serdeSuite, filterSuite, embeddingSuite, neighborsSuite, dedupeSuite, dedupeStateSuite];
+const SUITES: readonly Suite[] = [pipelineSuite, kafkaSuite, serdeSuite, filterSuite, embeddingSuite, neighborsSuite, dedupeSuite, dedupeStateSuite, startupSuite, parquetSuite];
 
 const { values } = parseArgs({
   options: {

@@ -10,6 +10,7 @@ import { guardAccess } from '../kafka/access-guard.js';
 import { stagePrincipal, topologyAcls, type AclRule } from '../kafka/acls.js';
 import { ensureTopics, partitionCounts } from '../kafka/admin.js';
 import type { AccessContext, KafkaAccessError } from '../kafka/auth-errors.js';
+import { instrumentBackend } from '../inference/instrumented.js';
 import { createKafka } from '../kafka/client.js';
 import type { RouteTarget } from '../kafka/route.js';
 import { SourceRunner } from '../kafka/source-runner.js';
@@ -54,6 +55,7 @@ export class Resources {
   constructor(
     private readonly topology: Topology,
     private readonly logger: Logger,
+    private readonly metrics?: StageMetrics,
   ) {}
 
   /** Loads what the given stages reference (their `backend`, `judge` and `embedder` fields). */
@@ -64,7 +66,8 @@ export class Resources {
         if (typeof name === 'string' && !this.backends.has(name)) {
           const config = this.topology.backends[name];
           if (!config) throw new ConfigError(`stage ${stage.name}: no backend named '${name}'`);
-          this.backends.set(name, await createBackend(name, config, this.logger));
+          const backend = await createBackend(name, config, this.logger);
+          this.backends.set(name, this.metrics ? instrumentBackend(name, backend, this.metrics) : backend);
         }
       }
       const name = stage.config['embedder'];
@@ -202,9 +205,13 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   const client = createKafka(topology.kafka, logger);
   const runners = new Map<string, Runner>();
   const stopping = new Set<string>();
+  // A refusal while the stages start fails the start itself: no caller is listening for 'fatal' yet.
+  let refusedAtStart: KafkaAccessError | undefined;
+  let started = false;
   // A refused stage stops (its uncommitted chunk is abandoned, so consumed again later) or keeps retrying.
   const deny = (names: readonly string[]) => (err: KafkaAccessError) => {
     if (topology.kafka.onAccessDenied === 'wait') return;
+    if (!started) refusedAtStart ??= err;
     for (const name of names) {
       const runner = runners.get(name);
       if (!runner || stopping.has(name)) continue;
@@ -218,7 +225,7 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   if (options.createTopics !== false) await createTopologyTopics(kafka, topology, logger);
   const serde = await createSerde({ kafka, config: topology.serde, logger });
   const metrics = options.metrics ?? new StageMetrics();
-  const resources = new Resources(topology, logger);
+  const resources = new Resources(topology, logger, metrics);
   let starting: string | undefined;
   const stageKafka = (stage: ResolvedStage): Kafka =>
     guardAccess(client, { context: accessContext(topology, `stage ${stage.name}`, [stage]), logger, onDenied: deny([stage.name]) });
@@ -233,6 +240,8 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
       const target = routeTarget(stage);
       const def = stage.definition;
       if (def.kind === 'source') {
+        const count = (stage.config as { count?: unknown }).count;
+        if (typeof count === 'number') metrics.setSourceTarget(stage.name, count);
         const runner = new SourceRunner(def.create(stage.config as never, deps), {
           kafka: stageKafka(stage), serde, logger, metrics, target, batchSize: stage.batchSize ?? 32, exactlyOnce: stage.exactlyOnce, transactionalIdPrefix: `${stage.groupId}-source`,
         });
@@ -250,6 +259,8 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
         await runner.start();
       }
     }
+    if (refusedAtStart) throw refusedAtStart;
+    started = true;
   } catch (err) {
     logger.fatal({ stage: starting, err: err instanceof Error ? err.message : String(err) }, starting ? `stage ${starting} cannot start` : 'resources cannot be loaded');
     await Promise.allSettled([...runners.values()].map((r) => r.stop(0)));

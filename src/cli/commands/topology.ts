@@ -1,14 +1,14 @@
 import type { Command } from 'commander';
-import { stageSchemas } from '../../topology/build.js';
+import type { stageSchemas } from '../../topology/build.js';
 import type { Topology } from '../../topology/load.js';
 import { loadTopology, type GlobalOptions } from '../common.js';
 
 /** The resolved graph as text: one line per stage with what it reads and writes. */
-export function describeTopology(t: Topology): string {
+export function describeTopology(t: Topology, schemasOf: typeof stageSchemas): string {
   const lines = [`topology ${t.name} (${t.source})`, `  brokers: ${t.kafka.brokers.join(',')}`];
   if (t.description) lines.push(`  ${t.description.trim()}`);
   for (const s of t.stages) {
-    const schemas = stageSchemas(s);
+    const schemas = schemasOf(s);
     const from = s.input ? `${s.input} <${schemas.input}>` : '(source)';
     const extras = Object.entries(s.ports).filter(([p]) => p !== 'out').map(([p, topic]) => `${p}: ${topic}`);
     lines.push(`  ${from}`);
@@ -36,7 +36,8 @@ export function registerTopology(program: Command): void {
         const plain = { ...t, stages: t.stages.map(({ definition: _d, ...rest }) => rest) };
         process.stdout.write(`${JSON.stringify(plain, null, 2)}\n`);
       } else {
-        process.stdout.write(`${describeTopology(t)}\n`);
+        const { stageSchemas } = await import('../../topology/build.js');
+        process.stdout.write(`${describeTopology(t, stageSchemas)}\n`);
       }
     });
   cmd
