@@ -323,6 +323,21 @@ describe('near-duplicate snapshots', { timeout: 60_000 }, () => {
     expect(decisions(a)).toEqual(expected.slice(260));
   });
 
+  it('replays the changelog on all cores when asked, and goes on from where it ends', async () => {
+    const records = await embedded(corpus(300));
+    const changelog = new MemoryChangelog();
+    await run(dedupe(), changelog, [inputs(records.slice(0, 250))]);
+    const stage = dedupe({ parallelRestore: true });
+    await stage.init!(stageContext(), changelog);
+    const out = await stage.process(inputs(records.slice(250), 250), stageContext());
+    const added = changelogOf(out).map((e) => (e.value as IndexEntry).seq);
+    expect(added[0]).toBe(changelog.entries.length);
+    expect(added).toEqual(added.map((_, i) => changelog.entries.length + i));
+    // An exact repeat of an instruction restored from the changelog is found at distance 0.
+    const repeat = await stage.process(inputs([{ ...records[3]!, uuid: 'repeat-of-3' }], 400), stageContext());
+    expect(mainValues<Conversation>(repeat)[0]).toMatchObject({ min_neighbor_distance: 0, is_duplicate: true });
+  });
+
   it('skips a corrupt snapshot with a warning and replays the whole changelog', async () => {
     const dir = dirs();
     const { batches, changelog, expected } = await history(dir);
