@@ -118,16 +118,21 @@ export class IndexSnapshots {
     }
   }
 
-  /** Loads the newest snapshot that is intact and built with the index's settings; warns about each one skipped. */
-  async loadNewest(index: SnapshotIndex): Promise<Snapshot | undefined> {
+  /**
+   * Loads each intact snapshot built with the index's settings into it, newest first, until the caller stops
+   * (it found one the changelog confirms); warns about each one skipped.
+   */
+  async *loadNewestFirst(index: SnapshotIndex): AsyncGenerator<Snapshot> {
     for (const name of await this.manifests()) {
+      let snapshot: Snapshot;
       try {
-        return await this.load(name, index);
+        snapshot = await this.load(name, index);
       } catch (err) {
         this.logger.warn({ snapshot: path.join(this.dir, name), reason: errorMessage(err) }, 'index snapshot skipped');
+        continue;
       }
+      yield snapshot;
     }
-    return undefined;
   }
 
   private async load(manifest: string, index: SnapshotIndex): Promise<Snapshot> {

@@ -107,7 +107,13 @@ export class NearDuplicateFilter implements Processor<Conversation, Conversation
     await this.rebuild(ctx.logger);
   }
 
-  async onAssigned(partition: number, state: StateRestorer, ctx: StageContext): Promise<void> {
+  onAssigned(partition: number, state: StateRestorer, ctx: StageContext): Promise<void> {
+    const run = this.queue.then(() => this.catchUpOnAssignment(partition, state, ctx));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async catchUpOnAssignment(partition: number, state: StateRestorer, ctx: StageContext): Promise<void> {
     // A long catch-up must not cost the group membership it is for.
     const beat = setInterval(() => void ctx.heartbeat().catch(() => undefined), 2_000);
     try {
@@ -139,8 +145,7 @@ export class NearDuplicateFilter implements Processor<Conversation, Conversation
     const state = this.state!;
     const started = Date.now();
     await this.reset();
-    const snapshot = await this.snapshots?.loadNewest(this.index);
-    if (snapshot) {
+    for await (const snapshot of this.snapshots?.loadNewestFirst(this.index) ?? []) {
       this.uuids = snapshot.uuids;
       snapshot.uuids.forEach((uuid, seq) => this.seqOfUuid.set(uuid, seq));
       try {
@@ -150,7 +155,7 @@ export class NearDuplicateFilter implements Processor<Conversation, Conversation
         return;
       } catch (err) {
         if (!(err instanceof StateDiverged)) throw err;
-        logger.warn({ dir: this.snapshots!.dir, reason: err.message }, 'index snapshot does not match the changelog; replaying the whole changelog instead');
+        logger.warn({ dir: this.snapshots!.dir, reason: err.message }, 'index snapshot does not match the changelog; trying an older one, else replaying the whole changelog');
         await this.reset();
       }
     }
@@ -219,7 +224,11 @@ export class NearDuplicateFilter implements Processor<Conversation, Conversation
     this.changelogNext = next;
   }
 
-  /** Saves a snapshot if every entry of the index is confirmed by the changelog (read up to its end now). */
+  /**
+   * Saves a snapshot anchored at the newest changelog entry. Entries after it (chunks not committed yet) are
+   * in it too: a restore uses it only once the changelog holds every one of them, which it does as soon as
+   * they are committed, or processed again in the same order by the next owner.
+   */
   private async snapshot(logger: Logger): Promise<void> {
     const state = this.state!;
     try {
@@ -231,8 +240,8 @@ export class NearDuplicateFilter implements Processor<Conversation, Conversation
       this.snapshotAt = this.uuids.length + Math.ceil(this.config.snapshots.every / 10);
       return;
     }
-    if (!this.anchor || this.anchor.seq + 1 !== this.uuids.length) {
-      // The last chunk is not committed (it is being retried): try again a little later.
+    if (!this.anchor) {
+      // Nothing committed yet: look again a little later.
       this.snapshotAt = this.uuids.length + Math.ceil(this.config.snapshots.every / 10);
       return;
     }
@@ -241,8 +250,16 @@ export class NearDuplicateFilter implements Processor<Conversation, Conversation
     await this.snapshots!.save(this.index, this.uuids, this.anchor).catch((err: unknown) => logger.warn({ dir: this.snapshots!.dir, err: errorMessage(err) }, 'index snapshot not saved'));
   }
 
-  async process(batch: InputRecord<Conversation>[], ctx: StageContext): Promise<Outcome<Conversation | IndexEntry>[]> {
-    // Before this batch's inserts: the index is then what the last committed chunk left.
+  /** Batches in the order process() was called: a runner may hand over the next chunk before this one is done. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  process(batch: InputRecord<Conversation>[], ctx: StageContext): Promise<Outcome<Conversation | IndexEntry>[]> {
+    const run = this.queue.then(() => this.processInOrder(batch, ctx));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async processInOrder(batch: InputRecord<Conversation>[], ctx: StageContext): Promise<Outcome<Conversation | IndexEntry>[]> {
     if (this.snapshots && this.state && this.uuids.length >= this.snapshotAt) await this.snapshot(ctx.logger);
     const out: Outcome<Conversation | IndexEntry>[] = new Array(batch.length);
     const todo: { i: number; record: InputRecord<Conversation>; add: boolean }[] = [];

@@ -34,7 +34,7 @@ describe('NeighborIndex (default settings) against brute force', () => {
     expect(index.size).toBe(3000);
   });
 
-  it('counts every vector within the threshold, widening past k, on clustered near-duplicates', () => {
+  it('counts every vector within the threshold, widening past k, on clustered near-duplicates', { timeout: 60_000 }, () => {
     const dims = 64;
     const random = seededRandom(11);
     const centres = Array.from({ length: 40 }, () => randomUnitVector(random, dims));

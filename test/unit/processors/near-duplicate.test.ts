@@ -80,7 +80,7 @@ function corpus(n: number): string[] {
   return Array.from({ length: n }, () => `${pick(asks)} ${pick(topics)}${pick(tails)}.`);
 }
 
-describe('near-duplicate', () => {
+describe('near-duplicate', { timeout: 60_000 }, () => {
   it('gives the first record no neighbour, then compares each record with every earlier one, in the same batch too', async () => {
     const records = await embedded(['Explain python lists.', 'Write a poem about the sea.', 'Explain python lists.', 'explain Python lists please', 'Summarize tax returns.']);
     const stage = dedupe({ duplicateThreshold: 0.2 });
@@ -193,7 +193,7 @@ function loggingContext() {
   return { ctx, lines };
 }
 
-describe('near-duplicate state across owners and restarts', () => {
+describe('near-duplicate state across owners and restarts', { timeout: 60_000 }, () => {
   const setup = async () => {
     const records = await embedded(corpus(400));
     const batches = (from: number, to: number, size = 25) => {
@@ -250,6 +250,14 @@ describe('near-duplicate state across owners and restarts', () => {
     expect(changelog.entries.map((e) => (e.value as IndexEntry).seq)).toEqual(changelog.entries.map((_, i) => i));
   });
 
+  it('decides chunks handed over before the previous one is done in the order they were handed over', async () => {
+    const { batches, expected } = await setup();
+    const stage = dedupe();
+    await stage.init!(stageContext(), emptyRestorer());
+    const outcomes = await Promise.all(batches(0, 400).map((b) => stage.process(b, stageContext())));
+    expect(decisions(outcomes.flatMap((o) => mainValues<Conversation>(o)))).toEqual(expected);
+  });
+
   it('rebuilds an index holding uncommitted entries the changelog contradicts', async () => {
     const { batches, expected } = await setup();
     const changelog = new MemoryChangelog();
@@ -271,7 +279,7 @@ describe('near-duplicate state across owners and restarts', () => {
   });
 });
 
-describe('near-duplicate snapshots', () => {
+describe('near-duplicate snapshots', { timeout: 60_000 }, () => {
   const made: string[] = [];
   const dirs = () => {
     made.push(mkdtempSync(path.join(tmpdir(), 'magpie-snapshots-')));
@@ -313,6 +321,21 @@ describe('near-duplicate snapshots', () => {
     const b = await run(full, new MemoryChangelog(), tail);
     expect(decisions(a)).toEqual(decisions(b));
     expect(decisions(a)).toEqual(expected.slice(260));
+  });
+
+  it('replays the changelog on all cores when asked, and goes on from where it ends', async () => {
+    const records = await embedded(corpus(300));
+    const changelog = new MemoryChangelog();
+    await run(dedupe(), changelog, [inputs(records.slice(0, 250))]);
+    const stage = dedupe({ parallelRestore: true });
+    await stage.init!(stageContext(), changelog);
+    const out = await stage.process(inputs(records.slice(250), 250), stageContext());
+    const added = changelogOf(out).map((e) => (e.value as IndexEntry).seq);
+    expect(added[0]).toBe(changelog.entries.length);
+    expect(added).toEqual(added.map((_, i) => changelog.entries.length + i));
+    // An exact repeat of an instruction restored from the changelog is found at distance 0.
+    const repeat = await stage.process(inputs([{ ...records[3]!, uuid: 'repeat-of-3' }], 400), stageContext());
+    expect(mainValues<Conversation>(repeat)[0]).toMatchObject({ min_neighbor_distance: 0, is_duplicate: true });
   });
 
   it('skips a corrupt snapshot with a warning and replays the whole changelog', async () => {
