@@ -20,9 +20,15 @@ export interface Decisions {
   seq: Int32Array;
 }
 
-/** tsx's loader hooks do not reach worker threads on Node 20: the worker registers tsx's require hook itself. */
-const WORKER_FILE = fileURLToPath(new URL('./index-worker.ts', import.meta.url));
-const BOOTSTRAP = `require('tsx/cjs/api').register(); require(${JSON.stringify(WORKER_FILE)});`;
+/**
+ * The built package runs the compiled worker. From the sources (tests, `npm run magpie`), tsx's loader hooks do
+ * not reach worker threads on Node 20: the worker registers tsx's require hook itself.
+ */
+function startWorker(): Worker {
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./index-worker.js', import.meta.url));
+  const file = fileURLToPath(new URL('./index-worker.ts', import.meta.url));
+  return new Worker(`require('tsx/cjs/api').register(); require(${JSON.stringify(file)});`, { eval: true });
+}
 
 /**
  * A NeighborIndex in a worker thread (see index-worker.ts). Calls queue in order; each resolves when the
@@ -38,7 +44,7 @@ export class OffThreadIndex {
   dimensions: number | undefined;
 
   constructor(readonly config: NeighborIndexConfig) {
-    this.worker = new Worker(BOOTSTRAP, { eval: true });
+    this.worker = startWorker();
     this.worker.unref();
     this.worker.on('message', (res: IndexResponse) => {
       const p = this.pending.get(res.id);
