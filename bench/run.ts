@@ -18,9 +18,11 @@ import { embeddingSuite } from './suites/embedding.js';
 import { neighborsSuite } from './suites/neighbors.js';
 import { dedupeSuite } from './suites/dedupe.js';
 import { dedupeStateSuite } from './suites/dedupe-state.js';
+import { startupSuite } from './suites/startup.js';
+import { parquetSuite } from './suites/parquet.js';
 import { llamacppSuite } from './suites/llamacpp.js';
 
-const SUITES: readonly Suite[] = [pipelineSuite, kafkaSuite, serdeSuite, filterSuite, embeddingSuite, neighborsSuite, dedupeSuite, dedupeStateSuite, llamacppSuite];
+const SUITES: readonly Suite[] = [pipelineSuite, kafkaSuite, serdeSuite, filterSuite, embeddingSuite, neighborsSuite, dedupeSuite, dedupeStateSuite, startupSuite, parquetSuite, llamacppSuite];
 
 const { values } = parseArgs({
   options: {

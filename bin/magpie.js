@@ -1,6 +1,11 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources directly (tsx), so there is no build step between an edit and a run.
-import { register } from 'tsx/esm/api';
+// The built CLI (npm run build compiles src/ to dist/). From a checkout without a build, `npm run magpie -- …`
+// runs the TypeScript sources directly.
+import { existsSync } from 'node:fs';
 
-register();
-await import('../src/cli/main.ts');
+const main = new URL('../dist/cli/main.js', import.meta.url);
+if (!existsSync(main)) {
+  process.stderr.write('magpie: dist/ is missing: run `npm run build` (or `npm run magpie -- <command>` to run the sources)\n');
+  process.exit(1);
+}
+await import(main.href);

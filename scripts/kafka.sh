@@ -639,6 +639,11 @@ cmd_start_locked() {
     if [[ -n $SECURE_OPT && -z ${SECURE:-} ]]; then
       die "cluster '$NAME' exists without --secure; run 'kafka.sh clean --name $NAME' to recreate it secured"
     fi
+    local u
+    for u in ${USERS_OPT//,/ }; do
+      [[ -f $(cluster_dir)/users/$u.password ]] ||
+        die "cluster '$NAME' has no SCRAM user '$u': users are made with the cluster; run 'kafka.sh clean --name $NAME' first"
+    done
     if [[ ${CLUSTER_KAFKA_VERSION:-} != "$KAFKA_VERSION" ]]; then
       log "warning: cluster '$NAME' was created with Kafka ${CLUSTER_KAFKA_VERSION:-?}, starting with $KAFKA_VERSION"
     fi

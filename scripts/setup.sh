@@ -14,3 +14,6 @@ if [ ! -f node_modules/.package-lock.json ] || ! cmp -s package-lock.json node_m
 fi
 bash scripts/kafka.sh fetch
 bash scripts/fetch-models.sh >&2
+# bin/magpie.js runs the compiled CLI in dist/.
+echo "setup: building dist/" >&2
+npm run --silent build >&2

@@ -1,25 +1,36 @@
-import { ConfigError, MagpieError } from '../core/errors.js';
-import { createLogger, type Logger } from '../core/logger.js';
-import { loadTopologyFile, type Topology } from '../topology/load.js';
+// Imported by every command definition, so by `magpie --help`: only light modules at the top; the rest
+// (kafkajs, the topology loader and with it every processor) is loaded by the commands that use it.
+import { ConfigError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { Kafka } from 'kafkajs';
+import type { RecordSerde } from '../serde/serde.js';
+import type { Topology } from '../topology/load.js';
+import { describeFailure } from './failures.js';
+import type { LogFormat } from './output-formats.js';
 
 export interface GlobalOptions {
   brokers?: string;
   prefix?: string;
   logLevel?: string;
+  logFormat?: LogFormat;
+  verbose?: boolean;
 }
 
-export function cliLogger(opts: GlobalOptions): Logger {
-  return createLogger({ level: opts.logLevel ?? process.env.MAGPIE_LOG_LEVEL ?? 'info' });
+/** Human-readable on a terminal, JSON lines when piped or with --log-format json. */
+export async function cliLogger(opts: GlobalOptions): Promise<Logger> {
+  const { createCliLogger, logFormatFor } = await import('./output.js');
+  return createCliLogger({ level: opts.logLevel ?? process.env.MAGPIE_LOG_LEVEL ?? 'info', format: logFormatFor(opts.logFormat, process.stderr) });
 }
 
 /** Loads a topology with the global options applied; its warnings (e.g. an output nothing reads) go to the log. */
 export async function loadTopology(file: string, opts: GlobalOptions): Promise<Topology> {
+  const { loadTopologyFile } = await import('../topology/load.js');
   const topology = await loadTopologyFile(file, {
     ...(opts.brokers ? { brokers: opts.brokers.split(',').map((b) => b.trim()) } : {}),
     ...(opts.prefix !== undefined ? { topicPrefix: opts.prefix } : {}),
   });
   if (topology.warnings.length) {
-    const logger = cliLogger(opts);
+    const logger = await cliLogger(opts);
     for (const warning of topology.warnings) logger.warn(warning);
   }
   return topology;
@@ -32,12 +43,43 @@ export function brokersFrom(opts: GlobalOptions): string[] {
   return list.split(',').map((b) => b.trim()).filter(Boolean);
 }
 
-/** Prints an error the way a user can act on it, and sets the exit code. */
-export function reportError(err: unknown): void {
-  if (err instanceof MagpieError) {
-    process.stderr.write(`magpie: ${err.message}\n${err.code === 'CONFIG_INVALID' ? '' : `(code ${err.code})\n`}`);
-  } else {
-    process.stderr.write(`magpie: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+/**
+ * A Kafka client and record serde for the brokers of --brokers/KAFKA_BROKERS, after checking that a broker
+ * answers (a missing broker is one line saying how to start one, not half a minute of retries).
+ */
+export async function connectKafka(opts: GlobalOptions, logger: Logger): Promise<{ kafka: Kafka; serde: RecordSerde }> {
+  const brokers = brokersFrom(opts);
+  const [{ probeBrokers }, { createKafka }, { createKafkaSerde }, { kafkaConfigSchema, serdeConfigSchema }] = await Promise.all([
+    import('../kafka/probe.js'),
+    import('../kafka/client.js'),
+    import('../kafka/schema-store.js'),
+    import('../topology/schema.js'),
+  ]);
+  await probeBrokers(brokers);
+  const kafka = createKafka(kafkaConfigSchema.parse({ brokers }), logger);
+  return { kafka, serde: createKafkaSerde(kafka, serdeConfigSchema.parse({}), logger) };
+}
+
+/** Checks, before anything connects, that the topology's brokers (and schema registry, if any) answer. */
+export async function probeTopology(topology: Topology): Promise<void> {
+  const [{ probeBrokers }, { probeSchemaRegistry }] = await Promise.all([import('../kafka/probe.js'), import('../serde/registry-probe.js')]);
+  await probeBrokers(topology.kafka.brokers);
+  if (topology.serde.registry) await probeSchemaRegistry(topology.serde.registry.url);
+}
+
+/**
+ * Prints an error the way a user can act on it: one line saying what failed and what to do; the stack and
+ * causes only with --verbose. Sets the exit code (2 for bad configuration, else 1).
+ */
+export function reportError(err: unknown, verbose = false): void {
+  const failure = describeFailure(err);
+  process.stderr.write(`magpie: ${failure.message}${failure.code && failure.code !== 'CONFIG_INVALID' ? ` (${failure.code})` : ''}\n`);
+  if (verbose) {
+    for (let e: unknown = err; e !== undefined; e = e instanceof Error ? e.cause : undefined) {
+      process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    }
+  } else if (!failure.known) {
+    process.stderr.write('(run with --verbose for the stack trace)\n');
   }
   process.exitCode = err instanceof ConfigError ? 2 : 1;
 }

@@ -1,8 +1,13 @@
-import { Index, MetricKind, ScalarKind, type BatchMatches } from 'usearch';
+import { createRequire } from 'node:module';
+import type { BatchMatches, Index } from 'usearch';
 import { z } from 'zod';
 
+// The native index is loaded by the first NeighborIndex, not by every command that only reads a topology.
+const require = createRequire(import.meta.url);
+let usearch: typeof import('usearch') | undefined;
+
 /** How vectors are stored in the index: f16 halves the memory of f32, i8 quarters it, at some recall. */
-export const QUANTIZATIONS = { f32: ScalarKind.F32, f16: ScalarKind.F16, i8: ScalarKind.I8 } as const;
+export const QUANTIZATIONS = { f32: 'F32', f16: 'F16', i8: 'I8' } as const;
 export type Quantization = keyof typeof QUANTIZATIONS;
 
 /**
@@ -44,10 +49,11 @@ export class NeighborIndex {
     readonly dimensions: number,
     readonly config: NeighborIndexConfig = DEFAULT_NEIGHBOR_INDEX,
   ) {
-    this.index = new Index({
+    usearch ??= require('usearch') as typeof import('usearch');
+    this.index = new usearch.Index({
       dimensions,
-      metric: MetricKind.Cos,
-      quantization: QUANTIZATIONS[config.quantization],
+      metric: usearch.MetricKind.Cos,
+      quantization: usearch.ScalarKind[QUANTIZATIONS[config.quantization]],
       connectivity: config.connectivity,
       expansion_add: config.expansionAdd,
       expansion_search: config.expansionSearch,

@@ -1,6 +1,6 @@
 import { homedir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { env, pipeline, type FeatureExtractionPipeline } from '@huggingface/transformers';
+import type { FeatureExtractionPipeline } from '@huggingface/transformers';
 import { z } from 'zod';
 import { ConfigError, errorMessage } from '../core/errors.js';
 import type { Embedder } from './embedder.js';
@@ -36,6 +36,8 @@ export function magpieCacheDir(): string {
 let loading: Promise<unknown> = Promise.resolve();
 
 async function loadExtractor(config: EmbedderConfig): Promise<FeatureExtractionPipeline> {
+  // Loaded here, not at start-up: transformers.js and ONNX Runtime cost every command that never embeds.
+  const { env, pipeline } = await import('@huggingface/transformers');
   env.cacheDir = join(magpieCacheDir(), 'transformers');
   env.allowRemoteModels = config.localPath === undefined;
   let modelRef = config.model;

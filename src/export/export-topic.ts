@@ -5,7 +5,8 @@ import { setGroupOffsets } from '../kafka/admin.js';
 import { readTopic, type PartitionRange } from '../kafka/read-topic.js';
 import type { RecordSerde } from '../serde/serde.js';
 import type { SchemaName } from '../serde/schemas.js';
-import type { ExportFormat } from './formats.js';
+import type { ExportFormat, FormatOptions } from './formats.js';
+import { LongestEntries } from './longest.js';
 import type { ReadProgress } from './progress.js';
 import { DurableFile, type FileKind } from './row-writer.js';
 import { TrainingRows, type ExportSummary } from './training-rows.js';
@@ -21,6 +22,9 @@ export interface ExportTopicOptions {
   /** Start from this group's committed offsets and commit the new ones once the file is durable. */
   groupId?: string;
   schema?: SchemaName;
+  formatOptions?: FormatOptions;
+  /** Keep only the records with the N longest responses (written in topic order once the read is done). */
+  longest?: number;
   progress?: ReadProgress;
   /** Stops early: the records read so far are still written, and only their offsets committed. */
   signal?: AbortSignal;
@@ -33,8 +37,9 @@ export interface ExportTopicOptions {
  */
 export async function exportTopic(options: ExportTopicOptions): Promise<ExportSummary & { interrupted: boolean }> {
   const { kafka, topic, groupId, progress } = options;
-  const rows = new TrainingRows(options.serde, options.format, options.logger, options.schema);
-  const file = await DurableFile.open(options.out, options.kind, options.format);
+  const rows = new TrainingRows(options.serde, options.format, options.logger, options.schema, options.formatOptions);
+  const longest = options.longest === undefined ? undefined : new LongestEntries<Record<string, unknown>>(options.longest);
+  const file = await DurableFile.open(options.out, options.kind, options.format, options.formatOptions);
   let ranges: PartitionRange[] = [];
   const next = new Map<number, bigint>();
   try {
@@ -42,8 +47,9 @@ export async function exportTopic(options: ExportTopicOptions): Promise<ExportSu
       kafka,
       topic,
       async (raw) => {
-        const row = await rows.rowOf(raw);
-        if (row) await file.write(row);
+        const entry = await rows.entryOf(raw);
+        if (entry && longest) longest.offer(entry.row, entry.responseLength);
+        else if (entry) await file.write(entry.row);
         next.set(raw.partition, BigInt(raw.offset) + 1n);
         progress?.tick();
       },
@@ -57,6 +63,10 @@ export async function exportTopic(options: ExportTopicOptions): Promise<ExportSu
         },
       },
     );
+    if (longest) {
+      for (const row of longest.items()) await file.write(row);
+      rows.unwrite('not_longest', longest.dropped);
+    }
     await file.commit();
   } catch (err) {
     await file.abandon().catch(() => undefined);

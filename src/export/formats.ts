@@ -8,6 +8,19 @@ import type { SchemaName } from '../serde/schemas.js';
 export const EXPORT_FORMATS = ['sharegpt', 'openai', 'alpaca', 'dpo'] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
 
+/**
+ * What becomes of a reasoning model's thinking part: `drop` exports the answer alone; `keep` puts the thinking
+ * before the first answer as `<think>…</think>` (the layout reasoning SFT trains on) and, in ShareGPT, also in
+ * its own `reasoning` column.
+ */
+export const REASONING_MODES = ['drop', 'keep'] as const;
+export type ReasoningMode = (typeof REASONING_MODES)[number];
+
+export interface FormatOptions {
+  reasoning: ReasoningMode;
+}
+export const DEFAULT_FORMAT_OPTIONS: FormatOptions = { reasoning: 'drop' };
+
 /** A decoded record with the name of the schema it was written with. */
 export interface ExportRecord {
   schema: SchemaName;
@@ -19,6 +32,7 @@ export const SKIP_REASONS = {
   not_a_conversation: 'not a magpie.Conversation (no response to export)',
   no_preference_pair: 'no chosen/rejected responses (DPO needs a preference-pair record)',
   undecodable: 'could not be decoded (no or unknown writer schema, or corrupt bytes)',
+  not_longest: 'response not among the --longest N longest',
 } as const;
 export type SkipReason = keyof typeof SKIP_REASONS;
 
@@ -35,10 +49,13 @@ export interface ShareGptRow {
   intent: string | null;
   knowledge: string | null;
   difficulty: string | null;
+  difficulty_generator: string | null;
   input_quality: string | null;
   quality_explanation: string | null;
+  quality_generator: string | null;
   task_category: string | null;
   other_task_category: string[];
+  task_category_generator: string | null;
   llama_guard_2: string | null;
   instruct_reward: number | null;
   reward_model: string | null;
@@ -48,6 +65,8 @@ export interface ShareGptRow {
   min_similar_uuid: string | null;
   instruction_length: number;
   response_length: number;
+  /** With reasoning 'keep' only. */
+  reasoning?: string | null;
 }
 
 export interface ChatMessage {
@@ -57,12 +76,23 @@ export interface ChatMessage {
 
 const ROLE_OF: Record<Turn['from'], ChatMessage['role']> = { system: 'system', human: 'user', gpt: 'assistant' };
 
-/** The record's turns; a record written without them still has its instruction and response. */
-function turnsOf(c: Conversation): Turn[] {
-  return c.conversations.length > 0 ? c.conversations : [{ from: 'human', value: c.instruction }, { from: 'gpt', value: c.response }];
+/** The answer with the thinking before it, as a reasoning model wrote it. */
+export function withThinking(reasoning: string, answer: string): string {
+  return `<think>\n${reasoning}\n</think>\n\n${answer}`;
 }
 
-export function toShareGpt(c: Conversation): ShareGptRow {
+/**
+ * The record's turns; a record written without them still has its instruction and response. With reasoning
+ * kept, the first answer carries the thinking that preceded it.
+ */
+function turnsOf(c: Conversation, options: FormatOptions = DEFAULT_FORMAT_OPTIONS): Turn[] {
+  const turns: Turn[] = c.conversations.length > 0 ? c.conversations : [{ from: 'human', value: c.instruction }, { from: 'gpt', value: c.response }];
+  if (options.reasoning === 'drop' || !c.reasoning) return turns;
+  const first = turns.findIndex((t) => t.from === 'gpt');
+  return turns.map((t, i) => (i === first ? { from: t.from, value: withThinking(c.reasoning!, t.value) } : t));
+}
+
+export function toShareGpt(c: Conversation, options: FormatOptions = DEFAULT_FORMAT_OPTIONS): ShareGptRow {
   const g = c.gen_input_configs;
   return {
     uuid: c.uuid,
@@ -71,14 +101,17 @@ export function toShareGpt(c: Conversation): ShareGptRow {
     instruction: c.instruction,
     response: c.response,
     // The released layout has human and gpt turns only; a system prompt stays out, as there.
-    conversations: turnsOf(c).flatMap((t) => (t.from === 'system' ? [] : [{ from: t.from, value: t.value }])),
+    conversations: turnsOf(c, options).flatMap((t) => (t.from === 'system' ? [] : [{ from: t.from, value: t.value }])),
     intent: c.intent,
     knowledge: c.knowledge,
     difficulty: c.difficulty,
+    difficulty_generator: c.difficulty_generator,
     input_quality: c.input_quality,
     quality_explanation: c.quality_explanation,
+    quality_generator: c.quality_generator,
     task_category: c.task_category,
     other_task_category: c.other_task_category,
+    task_category_generator: c.task_category_generator,
     llama_guard_2: c.llama_guard_2,
     instruct_reward: c.instruct_reward,
     reward_model: c.reward_model,
@@ -88,15 +121,16 @@ export function toShareGpt(c: Conversation): ShareGptRow {
     min_similar_uuid: c.min_similar_uuid,
     instruction_length: c.instruction_length,
     response_length: c.response_length,
+    ...(options.reasoning === 'keep' ? { reasoning: c.reasoning } : {}),
   };
 }
 
-export function toOpenAi(c: Conversation): { messages: ChatMessage[] } {
-  return { messages: turnsOf(c).map((t) => ({ role: ROLE_OF[t.from], content: t.value })) };
+export function toOpenAi(c: Conversation, options: FormatOptions = DEFAULT_FORMAT_OPTIONS): { messages: ChatMessage[] } {
+  return { messages: turnsOf(c, options).map((t) => ({ role: ROLE_OF[t.from], content: t.value })) };
 }
 
-export function toAlpaca(c: Conversation): { instruction: string; input: string; output: string } {
-  return { instruction: c.instruction, input: '', output: c.response };
+export function toAlpaca(c: Conversation, options: FormatOptions = DEFAULT_FORMAT_OPTIONS): { instruction: string; input: string; output: string } {
+  return { instruction: c.instruction, input: '', output: options.reasoning === 'keep' && c.reasoning ? withThinking(c.reasoning, c.response) : c.response };
 }
 
 /**
@@ -134,7 +168,7 @@ export function toDpo(value: Record<string, unknown>): { prompt: string; chosen:
   return { prompt, chosen, rejected };
 }
 
-export function formatRecord(format: ExportFormat, record: ExportRecord): Formatted {
+export function formatRecord(format: ExportFormat, record: ExportRecord, options: FormatOptions = DEFAULT_FORMAT_OPTIONS): Formatted {
   if (format === 'dpo') {
     const row = record.value !== null && typeof record.value === 'object' ? toDpo(record.value as Record<string, unknown>) : undefined;
     return row ? { row } : { skip: 'no_preference_pair' };
@@ -143,10 +177,10 @@ export function formatRecord(format: ExportFormat, record: ExportRecord): Format
   const c = record.value as Conversation;
   switch (format) {
     case 'sharegpt':
-      return { row: { ...toShareGpt(c) } };
+      return { row: { ...toShareGpt(c, options) } };
     case 'openai':
-      return { row: toOpenAi(c) };
+      return { row: toOpenAi(c, options) };
     case 'alpaca':
-      return { row: toAlpaca(c) };
+      return { row: toAlpaca(c, options) };
   }
 }

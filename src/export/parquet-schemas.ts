@@ -1,5 +1,5 @@
 import type { FieldDefinition, SchemaDefinition } from '@dsnp/parquetjs';
-import type { ExportFormat } from './formats.js';
+import type { ExportFormat, FormatOptions } from './formats.js';
 
 // Snappy on every column: what pyarrow and Hugging Face datasets write by default.
 const text = (optional = false): FieldDefinition => ({ type: 'UTF8', compression: 'SNAPPY', optional });
@@ -20,10 +20,13 @@ export const PARQUET_SCHEMAS: Record<ExportFormat, SchemaDefinition> = {
     intent: text(true),
     knowledge: text(true),
     difficulty: text(true),
+    difficulty_generator: text(true),
     input_quality: text(true),
     quality_explanation: text(true),
+    quality_generator: text(true),
     task_category: text(true),
     other_task_category: { ...text(), repeated: true },
+    task_category_generator: text(true),
     llama_guard_2: text(true),
     instruct_reward: double(true),
     reward_model: text(true),
@@ -40,3 +43,9 @@ export const PARQUET_SCHEMAS: Record<ExportFormat, SchemaDefinition> = {
   alpaca: { instruction: text(), input: text(), output: text() },
   dpo: { prompt: text(), chosen: text(), rejected: text() },
 };
+
+/** The columns of a format as written with these options: ShareGPT with reasoning kept has a reasoning column. */
+export function parquetSchemaOf(format: ExportFormat, options?: FormatOptions): SchemaDefinition {
+  const base = PARQUET_SCHEMAS[format];
+  return format === 'sharegpt' && options?.reasoning === 'keep' ? { ...base, reasoning: text(true) } : base;
+}

@@ -1,6 +1,6 @@
 import { open, rename, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import type { ExportFormat } from './formats.js';
+import type { ExportFormat, FormatOptions } from './formats.js';
 
 export type FileKind = 'jsonl' | 'parquet';
 
@@ -95,11 +95,11 @@ class ParquetRowWriter implements RowWriter {
   }
 }
 
-export async function openRowWriter(file: string, kind: FileKind, format: ExportFormat): Promise<RowWriter> {
+export async function openRowWriter(file: string, kind: FileKind, format: ExportFormat, options?: FormatOptions): Promise<RowWriter> {
   if (kind === 'jsonl') return new JsonlWriter(await open(file, 'w'));
   // Loaded on first use: JSONL exports do not pay for the Parquet library.
-  const [{ ParquetSchema, ParquetWriter }, { PARQUET_SCHEMAS }] = await Promise.all([import('@dsnp/parquetjs'), import('./parquet-schemas.js')]);
-  return new ParquetRowWriter(await ParquetWriter.openFile(new ParquetSchema(PARQUET_SCHEMAS[format]), file), file);
+  const [{ ParquetSchema, ParquetWriter }, { parquetSchemaOf }] = await Promise.all([import('@dsnp/parquetjs'), import('./parquet-schemas.js')]);
+  return new ParquetRowWriter(await ParquetWriter.openFile(new ParquetSchema(parquetSchemaOf(format, options)), file), file);
 }
 
 /**
@@ -116,8 +116,8 @@ export class DurableFile {
     return `${file}.tmp`;
   }
 
-  static async open(file: string, kind: FileKind, format: ExportFormat): Promise<DurableFile> {
-    return new DurableFile(file, await openRowWriter(DurableFile.tmpPath(file), kind, format));
+  static async open(file: string, kind: FileKind, format: ExportFormat, options?: FormatOptions): Promise<DurableFile> {
+    return new DurableFile(file, await openRowWriter(DurableFile.tmpPath(file), kind, format, options));
   }
 
   get rows(): number {

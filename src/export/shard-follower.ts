@@ -8,7 +8,7 @@ import { partitionRanges, readTopic, type ReadControl } from '../kafka/read-topi
 import type { RawRecord } from '../kafka/route.js';
 import type { RecordSerde } from '../serde/serde.js';
 import type { SchemaName } from '../serde/schemas.js';
-import type { ExportFormat } from './formats.js';
+import type { ExportFormat, FormatOptions } from './formats.js';
 import { DurableFile, fsyncPath, type FileKind } from './row-writer.js';
 import { TrainingRows, type ExportSummary } from './training-rows.js';
 
@@ -25,6 +25,7 @@ export interface FollowOptions {
   shardRecords?: number;
   shardBytes?: number;
   schema?: SchemaName;
+  formatOptions?: FormatOptions;
   /** Stops like a crash: the open shard is left unfinished (`.tmp`) and its offsets uncommitted. */
   signal?: AbortSignal;
   onShard?: (shard: { file: string; records: number; bytes: number }) => void;
@@ -108,7 +109,7 @@ export async function followToShards(options: FollowOptions): Promise<ShardFollo
   const { topic, groupId, dir, kind, format, logger } = options;
   if (!options.shardRecords && !options.shardBytes) throw new ConfigError('give a shard size: --shard-records N or --shard-bytes B');
   let { last: shardNumber, positions } = await recover(options);
-  const rows = new TrainingRows(options.serde, format, logger, options.schema);
+  const rows = new TrainingRows(options.serde, format, logger, options.schema, options.formatOptions);
   const reader = new AbortController();
   options.signal?.addEventListener('abort', () => reader.abort(options.signal!.reason), { once: true });
 
@@ -145,7 +146,7 @@ export async function followToShards(options: FollowOptions): Promise<ShardFollo
     control = ctl;
     const row = await rows.rowOf(raw);
     if (row) {
-      shard ??= await DurableFile.open(path.join(dir, shardFileName(++shardNumber, kind)), kind, format);
+      shard ??= await DurableFile.open(path.join(dir, shardFileName(++shardNumber, kind)), kind, format, options.formatOptions);
       await shard.write(row);
     }
     offsets.set(raw.partition, BigInt(raw.offset) + 1n);

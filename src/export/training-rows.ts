@@ -3,7 +3,7 @@ import type { Logger } from '../core/logger.js';
 import type { RawRecord } from '../kafka/route.js';
 import { SCHEMA_HEADER, type RecordSerde } from '../serde/serde.js';
 import { SCHEMA_NAMES, type SchemaName } from '../serde/schemas.js';
-import { formatRecord, SKIP_REASONS, type ExportFormat, type SkipReason } from './formats.js';
+import { DEFAULT_FORMAT_OPTIONS, formatRecord, SKIP_REASONS, type ExportFormat, type FormatOptions, type SkipReason } from './formats.js';
 
 export interface ExportSummary {
   written: number;
@@ -22,10 +22,16 @@ export class TrainingRows {
     private readonly logger: Logger,
     /** Reader schema for every record; default: the writer's, named in the record's headers. */
     private readonly schema?: SchemaName,
+    private readonly formatOptions: FormatOptions = DEFAULT_FORMAT_OPTIONS,
   ) {}
 
   /** The row for `raw`, or undefined when it is skipped (and counted). */
   async rowOf(raw: RawRecord): Promise<Record<string, unknown> | undefined> {
+    return (await this.entryOf(raw))?.row;
+  }
+
+  /** The row for `raw` with the length of its response (characters; the chosen one of a preference pair). */
+  async entryOf(raw: RawRecord): Promise<{ row: Record<string, unknown>; responseLength: number } | undefined> {
     const schema = this.schema ?? (raw.headers[SCHEMA_HEADER] as SchemaName | undefined);
     let value: unknown;
     try {
@@ -35,10 +41,17 @@ export class TrainingRows {
       if (isRetryable(err)) throw err;
       return this.skip('undecodable', raw, errorMessage(err));
     }
-    const formatted = formatRecord(this.format, { schema, value });
+    const formatted = formatRecord(this.format, { schema, value }, this.formatOptions);
     if ('skip' in formatted) return this.skip(formatted.skip, raw, `${schema} record`);
     this.summary.written++;
-    return formatted.row;
+    return { row: formatted.row, responseLength: responseLengthOf(value) };
+  }
+
+  /** Counts `n` rows that were made but, in the end, not written. */
+  unwrite(reason: SkipReason, n: number): void {
+    if (n === 0) return;
+    this.summary.written -= n;
+    this.summary.skipped[reason] = (this.summary.skipped[reason] ?? 0) + n;
   }
 
   private skip(reason: SkipReason, raw: RawRecord, detail: string): undefined {
@@ -48,6 +61,13 @@ export class TrainingRows {
     if (count === 1) this.logger.warn({ reason, partition: raw.partition, offset: raw.offset, detail }, `skipping records: ${SKIP_REASONS[reason]}`);
     return undefined;
   }
+}
+
+function responseLengthOf(value: unknown): number {
+  const v = value as { response_length?: unknown; response?: unknown; chosen?: unknown } | null;
+  if (typeof v?.response_length === 'number') return v.response_length;
+  const text = v?.response ?? v?.chosen;
+  return typeof text === 'string' ? text.length : 0;
 }
 
 /** The summary as lines for a person: what was written, and each skip reason with its count. */

@@ -1,3 +1,5 @@
+import type { ModelChatTemplate } from './template-derive.js';
+
 /** Sampling settings shared by every generation call. */
 export interface Sampling {
   temperature: number;
@@ -14,6 +16,11 @@ export interface CompletionRequest extends Sampling {
   n?: number;
   stop?: string[];
   stopTokenIds?: number[];
+  /**
+   * Token ids the first generated token must not be (e.g. markdown headers opening an instruction). llama.cpp
+   * bans them for the first token only; OpenAI-compatible servers get a `logit_bias` that holds for every token.
+   */
+  firstTokenBans?: number[];
   /** Constrain the output to JSON matching this schema, where the backend supports it. */
   jsonSchema?: Record<string, unknown>;
   signal?: AbortSignal;
@@ -38,6 +45,15 @@ export interface Completion {
   finishReason: 'stop' | 'length';
   /** Tokens generated. */
   tokens: number;
+  /** The sampling seed sent for this sample, when one was. */
+  seed?: number;
+  /** A reasoning model's thinking part, when the server returns it apart from the text (vLLM `reasoning_content`). */
+  reasoning?: string;
+  /**
+   * Prompt tokens the backend evaluated for this completion, when it reports them; siblings of one request
+   * that shared a prompt evaluation carry it on the first only, so a sum over completions is the true total.
+   */
+  promptTokens?: number;
 }
 
 /**
@@ -58,4 +74,6 @@ export interface InferenceBackend {
   chat(req: ChatRequest): Promise<Completion[]>;
   close(): Promise<void>;
   health?(): BackendHealth;
+  /** The model's own chat template, where the backend can read it (a GGUF's metadata), for `template: auto`. */
+  modelChatTemplate?(): Promise<ModelChatTemplate | undefined>;
 }

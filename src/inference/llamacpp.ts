@@ -12,10 +12,12 @@ import {
   type LlamaGrammar,
   type LlamaModel,
   type Token,
+  TokenBias,
 } from 'node-llama-cpp';
 import { InferenceError, errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { BackendHealth, ChatRequest, Completion, CompletionRequest, InferenceBackend } from './backend.js';
+import { deriveTemplate, ggufChatTemplate, type GgufTokenizerMetadata, type ModelChatTemplate } from './template-derive.js';
 import { detectFamily, familyTemplate, type ChatTemplate, type TemplateFamily } from './templates.js';
 
 export type LlamaGpu = 'auto' | false | 'cuda';
@@ -159,7 +161,18 @@ export class LlamaCppBackend implements InferenceBackend {
     this.id = `llamacpp:${this.model}`;
     this.concurrency = opts.sequences;
     const detected = opts.family ?? detectFamily(llamaModel.fileInfo.metadata?.tokenizer?.chat_template ?? '') ?? detectFamily(this.model);
-    this.template = opts.template ?? (detected ? familyTemplate(detected) : undefined);
+    this.template = opts.template ?? (detected ? familyTemplate(detected) : this.derivedTemplate());
+  }
+
+  /** The chat format derived from the GGUF's own chat template, for a model no registry family matches. */
+  private derivedTemplate(): ChatTemplate | undefined {
+    const source = ggufChatTemplate(this.llamaModel.fileInfo.metadata?.tokenizer as GgufTokenizerMetadata | undefined, this.id, this.model);
+    try {
+      return source && deriveTemplate(source);
+    } catch {
+      // chat() then says to set the backend's family.
+      return undefined;
+    }
   }
 
   /** Loads the model and creates a context with `sequences` parallel sequences. */
@@ -229,11 +242,16 @@ export class LlamaCppBackend implements InferenceBackend {
       ...req,
       prompt: template.formatConversation(req.messages, { addGenerationPrompt: true }),
       stop: req.stop ?? [...template.stop],
+      stopTokenIds: [...template.stopTokenIds],
     });
   }
 
   health(): BackendHealth {
     return this.closed ? 'closed' : 'ok';
+  }
+
+  async modelChatTemplate(): Promise<ModelChatTemplate | undefined> {
+    return ggufChatTemplate(this.llamaModel.fileInfo.metadata?.tokenizer as GgufTokenizerMetadata | undefined, this.id, this.model);
   }
 
   async close(): Promise<void> {
@@ -302,6 +320,7 @@ export class LlamaCppBackend implements InferenceBackend {
     try {
       this.ensureOpen();
       const before = sequence.tokenMeter.usedOutputTokens;
+      const inputBefore = sequence.tokenMeter.usedInputTokens;
       const { response, metadata } = await completion.generateCompletionWithMeta(tokens, {
         maxTokens: req.maxTokens,
         temperature: req.temperature,
@@ -312,6 +331,7 @@ export class LlamaCppBackend implements InferenceBackend {
         repeatPenalty: req.repetitionPenalty === undefined || req.repetitionPenalty === 1 ? false : { penalty: req.repetitionPenalty },
         ...(stopTriggers.length > 0 ? { customStopTriggers: stopTriggers } : {}),
         ...(grammar ? { grammar } : {}),
+        ...(req.firstTokenBans?.length ? { tokenBias: this.firstTokenBias(req.firstTokenBans) } : {}),
         ...(req.signal ? { signal: req.signal } : {}),
         // Stop at the context end ('length') instead of silently dropping the start of the prompt.
         disableContextShift: true,
@@ -321,6 +341,8 @@ export class LlamaCppBackend implements InferenceBackend {
         text: response,
         finishReason: metadata.stopReason === 'maxTokens' ? 'length' : 'stop',
         tokens: sequence.tokenMeter.usedOutputTokens - before,
+        ...(seed === undefined ? {} : { seed }),
+        promptTokens: sequence.tokenMeter.usedInputTokens - inputBefore,
       };
     } catch (err) {
       if (req.signal?.aborted) throw req.signal.reason;
@@ -330,6 +352,17 @@ export class LlamaCppBackend implements InferenceBackend {
     } finally {
       this.pool.release(sequence);
     }
+  }
+
+  /** A bias node-llama-cpp asks for before each token: the bans for the first one, nothing after. */
+  private firstTokenBias(ids: number[]): () => TokenBias {
+    let first = true;
+    return () => {
+      const bias = new TokenBias(this.llamaModel.tokenizer);
+      if (first) for (const id of ids) bias.set(id as Token, 'never');
+      first = false;
+      return bias;
+    };
   }
 
   private ensureOpen(): void {

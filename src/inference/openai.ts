@@ -66,13 +66,13 @@ interface Endpoint {
 interface WireChoice {
   index?: number;
   text?: string;
-  message?: { content?: string | null };
+  message?: { content?: string | null; reasoning_content?: string | null; reasoning?: string | null };
   finish_reason?: string | null;
 }
 
 interface WireResponse {
   choices?: WireChoice[];
-  usage?: { completion_tokens?: number };
+  usage?: { completion_tokens?: number; prompt_tokens?: number };
 }
 
 /** Any OpenAI-compatible server (vLLM first): raw `/completions` for pre-queries, `/chat/completions` for turns. */
@@ -128,6 +128,8 @@ export class OpenAIBackend implements InferenceBackend {
     if (req.stopTokenIds?.length && (this.opts.server === 'vllm' || this.opts.server === 'sglang')) {
       body.stop_token_ids = req.stopTokenIds;
     }
+    // The OpenAI API has no first-token-only bias: the ban holds for every token of the sample.
+    if (req.firstTokenBans?.length) body.logit_bias = Object.fromEntries(req.firstTokenBans.map((id) => [String(id), -100]));
     return this.generate('/completions', body, req);
   }
 
@@ -185,7 +187,7 @@ export class OpenAIBackend implements InferenceBackend {
   private async generate(path: string, body: Record<string, unknown>, req: { n?: number; seed?: number; signal?: AbortSignal }): Promise<Completion[]> {
     const n = req.n ?? 1;
     if (n === 1 || this.supportsN) {
-      const first = await this.request(path, { ...body, n }, req.signal);
+      const first = withSeed(await this.request(path, { ...body, n }, req.signal), req.seed);
       if (first.length >= n) return first.slice(0, n);
       const rest = await this.singles(path, body, n - first.length, first.length, req);
       return [...first, ...rest];
@@ -197,7 +199,9 @@ export class OpenAIBackend implements InferenceBackend {
     const parts = await Promise.all(
       Array.from({ length: count }, (_, i) =>
         // Distinct seeds, or the samples would all be the same.
-        this.request(path, { ...body, n: 1, ...(req.seed === undefined ? {} : { seed: req.seed + offset + i }) }, req.signal),
+        this.request(path, { ...body, n: 1, ...(req.seed === undefined ? {} : { seed: req.seed + offset + i }) }, req.signal).then((c) =>
+          withSeed(c, req.seed === undefined ? undefined : req.seed + offset + i),
+        ),
       ),
     );
     return parts.flat();
@@ -334,16 +338,28 @@ export class OpenAIBackend implements InferenceBackend {
     choices.sort((a, b) => (a.index ?? 0) - (b.index ?? 0));
     const texts = choices.map((c) => (chat ? c.message?.content : c.text) ?? '');
     const tokens = splitTokens(data.usage?.completion_tokens, texts);
-    return choices.map((c, i) => ({
-      text: texts[i]!,
-      finishReason: c.finish_reason === 'length' ? 'length' : 'stop',
-      tokens: tokens[i]!,
-    }));
+    return choices.map((c, i) => {
+      // vLLM's reasoning parsers answer with reasoning_content; newer servers call it reasoning.
+      const reasoning = chat ? (c.message?.reasoning_content ?? c.message?.reasoning) : undefined;
+      return {
+        text: texts[i]!,
+        finishReason: c.finish_reason === 'length' ? 'length' : 'stop',
+        tokens: tokens[i]!,
+        ...(typeof reasoning === 'string' ? { reasoning } : {}),
+        // One prompt evaluation for all n choices: counted on the first.
+        ...(data.usage?.prompt_tokens === undefined ? {} : { promptTokens: i === 0 ? data.usage.prompt_tokens : 0 }),
+      };
+    });
   }
 
   private scrub(text: string): string {
     return scrubSecrets(text, [this.opts.apiKey]);
   }
+}
+
+/** Completions labelled with the seed their request sent (the `n` choices of one request share it). */
+function withSeed(completions: Completion[], seed: number | undefined): Completion[] {
+  return seed === undefined ? completions : completions.map((c) => ({ ...c, seed }));
 }
 
 /** The server's own error text from an OpenAI-style `{error: {message}}`, a `{detail}` or `{message}` body, or the raw text. */

@@ -8,7 +8,7 @@ import type { ChatMessage } from './backend.js';
  * exactly; everything else follows each model's own chat format.
  */
 
-export const TEMPLATE_FAMILIES = ['llama3', 'chatml', 'smollm2', 'gemma2', 'gemma', 'phi3', 'mistral', 'llama2', 'vicuna'] as const;
+export const TEMPLATE_FAMILIES = ['llama3', 'llama3.1', 'chatml', 'qwen2', 'qwen2.5', 'smollm2', 'gemma2', 'gemma', 'phi3', 'mistral', 'llama2', 'vicuna'] as const;
 export type TemplateFamily = (typeof TEMPLATE_FAMILIES)[number];
 
 /** Built-in system prompts that steer the kind of instruction a pre-query yields. */
@@ -40,7 +40,7 @@ export interface TurnFormat {
   suffix: string;
 }
 
-/** Everything that defines a chat format. */
+/** Everything that defines a chat format written out as strings (the registry's families, custom templates). */
 export interface TemplateSpec {
   name: string;
   /** The model's BOS token string when prompts write it explicitly (servers must not add a second one). */
@@ -54,16 +54,21 @@ export interface TemplateSpec {
   assistant: TurnFormat;
   /** Appended after the last user turn so the model answers. */
   generationPrompt: string;
-  /** Pre-query without a system prompt; default: the conversation text up to where the first user message starts. */
+  /**
+   * Pre-query sent for instructions without a system prompt, where the Magpie reference pins a string that
+   * differs from what the model's template renders; default: the rendered text up to where the user's text starts.
+   */
   preQueryTemplate?: string;
-  /** System prompt the model's own template puts in when a conversation has none (Vicuna, SmolLM2). */
+  /** System prompt the model's own template puts in when a conversation has none (Vicuna, SmolLM2, Qwen2/2.5). */
   defaultSystemPrompt?: string;
   stop: string[];
   stopTokenIds: number[];
-  /** Strings that show a generated instruction ran into the assistant's turn (reference `stop_tokens_assistant`). */
+  /** Reference `stop_tokens_assistant`: stop strings that cut an instruction where it runs into the answer. */
   assistantStop: string[];
   /** Template strings that must never appear in a generated instruction or response. */
   specialTokens: string[];
+  /** Token ids of `#`, `##`, `###`, `####`, to keep an instruction from opening with a markdown header. */
+  markdownHeaderTokenIds?: number[];
 }
 
 export interface FormatOptions {
@@ -71,29 +76,98 @@ export interface FormatOptions {
   addGenerationPrompt?: boolean;
 }
 
-const USER_TEXT_MARK = '\u0000magpie-user-text\u0000';
+/** Renders a conversation the way a model's chat template does. Throws when the template rejects the messages. */
+export type RenderChat = (messages: readonly ChatMessage[], addGenerationPrompt: boolean) => string;
+
+/** What a ChatTemplate needs besides its renderer. */
+export interface TemplateInfo {
+  name: string;
+  bos: string | null;
+  stop: string[];
+  stopTokenIds: number[];
+  assistantStop: string[];
+  specialTokens: string[];
+  preQueryTemplate?: string;
+  markdownHeaderTokenIds?: number[];
+}
+
+/** A user message no template alters (no spaces to trim, no markup): where it lands, the user's text starts. */
+const USER_TEXT_MARK = 'MagpieSentinelUserText';
+const PROBE_ANSWER = 'MagpieSentinelAnswerText';
+const PROBE_FIRST = 'MagpieSentinelFirstUserText';
 
 export class ChatTemplate {
   readonly name: string;
   readonly bos: string | null;
-  /** Pre-query template without a system prompt: the core Magpie prompt. */
+  /** Pre-query template without a system prompt, as sent: the core Magpie prompt. */
   readonly preQueryTemplate: string;
-  /** Appended after an assistant answer so the model writes the next user turn (Magpie-MT). */
+  /** The model template's own text up to where the first user message starts (equals preQueryTemplate unless pinned). */
+  readonly renderedPreQuery: string;
+  /** What the template writes after a user message so the model answers: end of the user turn + generation prompt. */
+  readonly assistantHeader: string;
+  /** What add_generation_prompt adds. */
+  readonly generationPrompt: string;
+  /** Appended after an assistant answer so the model writes the next user turn (Magpie-MT `mt_append_template`). */
   readonly mtAppend: string;
   readonly stop: readonly string[];
   readonly stopTokenIds: readonly number[];
   readonly assistantStopStrings: readonly string[];
   readonly specialTokens: readonly string[];
+  readonly markdownHeaderTokenIds: readonly number[] | undefined;
+  private readonly markup: readonly string[];
+  private readonly roleMarker: RegExp;
 
-  constructor(readonly spec: TemplateSpec) {
-    this.name = spec.name;
-    this.bos = spec.bos;
-    this.mtAppend = spec.user.prefix;
-    this.stop = [...spec.stop];
-    this.stopTokenIds = [...spec.stopTokenIds];
-    this.assistantStopStrings = [...spec.assistantStop];
-    this.specialTokens = [...new Set([...spec.specialTokens, ...spec.stop])].filter((t) => t.length > 0);
-    this.preQueryTemplate = spec.preQueryTemplate ?? this.textBeforeUser([]);
+  constructor(
+    readonly info: TemplateInfo,
+    private readonly render: RenderChat,
+  ) {
+    this.name = info.name;
+    this.bos = info.bos;
+    this.stop = [...info.stop];
+    this.stopTokenIds = [...info.stopTokenIds];
+    this.assistantStopStrings = [...info.assistantStop];
+    this.specialTokens = [...new Set([...info.specialTokens, ...info.stop])].filter((t) => t.length > 0);
+    // Plain words among the strings (e.g. a user-configured 'assistant' stop) are not markup: only tokens count anywhere.
+    this.markup = this.specialTokens.filter((t) => !/^[\p{L}\p{N}\s]*$/u.test(t));
+    this.markdownHeaderTokenIds = info.markdownHeaderTokenIds;
+    this.renderedPreQuery = this.textBeforeUser([]);
+    this.preQueryTemplate = info.preQueryTemplate ?? this.renderedPreQuery;
+
+    const asked = this.render([{ role: 'user', content: USER_TEXT_MARK }], false);
+    const answering = this.render([{ role: 'user', content: USER_TEXT_MARK }], true);
+    const after = (text: string) => text.slice(text.indexOf(USER_TEXT_MARK) + USER_TEXT_MARK.length);
+    this.assistantHeader = after(answering);
+    // Some templates end a conversation with the EOS when not asked to answer: the generation prompt is what differs.
+    this.generationPrompt = this.assistantHeader.slice(this.sharedPrefixLength(after(asked), this.assistantHeader));
+    const exchange: ChatMessage[] = [{ role: 'user', content: PROBE_FIRST }, { role: 'assistant', content: PROBE_ANSWER }];
+    const next = this.multiTurnPreQuery(exchange);
+    this.mtAppend = next.slice(this.sharedPrefixLength(this.render(exchange, false), next));
+
+    const roleWord = stripMarkup(this.assistantHeader, this.markup).trim().replace(/:$/, '');
+    this.roleMarker = roleMarkerPattern(roleWord);
+  }
+
+  /** A ChatTemplate from strings: the registry's families and custom templates. */
+  static fromSpec(spec: TemplateSpec): ChatTemplate {
+    return new ChatTemplate(
+      {
+        name: spec.name,
+        bos: spec.bos,
+        stop: spec.stop,
+        stopTokenIds: spec.stopTokenIds,
+        assistantStop: spec.assistantStop,
+        specialTokens: spec.specialTokens,
+        ...(spec.preQueryTemplate === undefined ? {} : { preQueryTemplate: spec.preQueryTemplate }),
+        ...(spec.markdownHeaderTokenIds === undefined ? {} : { markdownHeaderTokenIds: spec.markdownHeaderTokenIds }),
+      },
+      (messages, addGenerationPrompt) => renderSpec(spec, messages, addGenerationPrompt),
+    );
+  }
+
+  /** The same format with other stop strings or stop token ids. */
+  withStops(stop: string[] | undefined, stopTokenIds: number[] | undefined): ChatTemplate {
+    if (stop === undefined && stopTokenIds === undefined) return this;
+    return new ChatTemplate({ ...this.info, stop: stop ?? this.info.stop, stopTokenIds: stopTokenIds ?? this.info.stopTokenIds }, this.render);
   }
 
   /** The pre-query prompt; with a system prompt (a built-in name or text), the family's system-turn syntax. */
@@ -103,54 +177,32 @@ export class ChatTemplate {
   }
 
   /** Prompt for the next user turn after a finished exchange (history ends with an assistant message). */
-  multiTurnPreQuery(history: ChatMessage[]): string {
-    return this.formatConversation(history, { addGenerationPrompt: false }) + this.mtAppend;
+  multiTurnPreQuery(history: readonly ChatMessage[]): string {
+    return this.textBeforeUser(history);
   }
 
   /** The full prompt for a conversation; with addGenerationPrompt, ready for the assistant's answer. */
-  formatConversation(messages: ChatMessage[], options: FormatOptions = {}): string {
-    const { spec } = this;
-    let out = spec.begin;
-    let pendingSystem: string | undefined;
-    const withDefault =
-      spec.defaultSystemPrompt !== undefined && messages[0]?.role !== 'system'
-        ? [{ role: 'system' as const, content: spec.defaultSystemPrompt }, ...messages]
-        : messages;
-    for (const message of withDefault) {
-      if (message.role === 'system') {
-        if (spec.system) out += spec.system.prefix + message.content + spec.system.suffix;
-        else pendingSystem = pendingSystem === undefined ? message.content : `${pendingSystem}\n\n${message.content}`;
-      } else if (message.role === 'user') {
-        const content =
-          pendingSystem === undefined ? message.content : spec.systemMerge.prefix + pendingSystem + spec.systemMerge.suffix + message.content;
-        pendingSystem = undefined;
-        out += spec.user.prefix + content + spec.user.suffix;
-      } else {
-        out += spec.assistant.prefix + message.content + spec.assistant.suffix;
-      }
-    }
-    if (pendingSystem !== undefined) {
-      throw new TypeError(`${spec.name}: a system message needs a following user message (this format has no system role)`);
-    }
-    return options.addGenerationPrompt === false ? out : out + spec.generationPrompt;
+  formatConversation(messages: readonly ChatMessage[], options: FormatOptions = {}): string {
+    return this.render(messages, options.addGenerationPrompt !== false);
   }
 
-  /** Template strings found in generated text; an instruction with any of them is rejected. */
+  /** Template markup (special tokens, stop strings) found anywhere in generated text. */
   leaks(text: string): string[] {
-    return this.specialTokens.filter((token) => text.includes(token));
-  }
-
-  /** Assistant-header strings found in a generated instruction (it ran into the answer). */
-  assistantLeaks(text: string): string[] {
-    return this.assistantStopStrings.filter((s) => text.includes(s));
+    return this.markup.filter((token) => text.includes(token));
   }
 
   /**
-   * Stop strings for instruction generation. `assistantStop` adds the assistant-header strings and
-   * `earlyStopping` a newline, as the reference's options do (both cut legitimate text too, so both are opt-in).
+   * The first sign that generated user text is template output rather than a user's words: a special token, the
+   * assistant header as the template writes it, or the assistant's role marker on a line of its own (also what
+   * is left of a header when the server skips special tokens). The word "assistant" in a sentence is no leak.
    */
-  instructionStop(options: { assistantStop?: boolean; earlyStopping?: boolean } = {}): string[] {
-    return [...this.stop, ...(options.assistantStop ? this.assistantStopStrings : []), ...(options.earlyStopping ? ['\n'] : [])];
+  leak(text: string): string | undefined {
+    const token = this.leaks(text)[0];
+    if (token !== undefined) return token;
+    const header = this.assistantHeader.trim();
+    if (header.length > 0 && !/^[\p{L}\p{N}]*$/u.test(header) && text.includes(header)) return header;
+    const marker = this.roleMarker.exec(text);
+    return marker ? marker[0].trim() : undefined;
   }
 
   /** Removes one leading BOS string (for servers that add the BOS themselves). */
@@ -158,11 +210,78 @@ export class ChatTemplate {
     return this.bos && prompt.startsWith(this.bos) ? prompt.slice(this.bos.length) : prompt;
   }
 
-  /** The conversation text up to where the next user message's text starts. */
-  private textBeforeUser(before: ChatMessage[]): string {
-    const text = this.formatConversation([...before, { role: 'user', content: USER_TEXT_MARK }], { addGenerationPrompt: false });
-    return text.slice(0, text.indexOf(USER_TEXT_MARK));
+  /** Length of the common start of two renderings, backed off so that it does not end inside a special token. */
+  private sharedPrefixLength(a: string, b: string): number {
+    let n = commonPrefixLength(a, b);
+    for (const token of this.markup) {
+      const start = b.lastIndexOf(token, n - 1);
+      if (start >= 0 && start < n && start + token.length > n) n = start;
+    }
+    return n;
   }
+
+  /** The conversation text up to where the next user message's text starts. */
+  private textBeforeUser(before: readonly ChatMessage[]): string {
+    const text = this.render([...before, { role: 'user', content: USER_TEXT_MARK }], false);
+    const at = text.lastIndexOf(USER_TEXT_MARK);
+    if (at < 0) throw new TypeError(`${this.name}: the template dropped the user message`);
+    return text.slice(0, at);
+  }
+}
+
+function commonPrefixLength(a: string, b: string): number {
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  return i;
+}
+
+function stripMarkup(text: string, markup: readonly string[]): string {
+  return markup.reduce((t, token) => t.split(token).join(''), text);
+}
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * A role marker is a line that is only the assistant's role name (any case, optionally with a colon), a line
+ * that opens with `assistant:`, or the template's role name glued to the end of a sentence and followed by a
+ * line break (`What is 2+2?assistant\n\n4`: a header whose special tokens the server skipped). `Model: Corolla`
+ * is a natural line, so other role names (Gemma's `model`) count only alone on their line.
+ */
+function roleMarkerPattern(roleWord: string): RegExp {
+  const own = roleWord && roleWord.toLowerCase() !== 'assistant' ? escapeRegExp(roleWord) : undefined;
+  const alternatives = [
+    '^[ \\t]*(?:[Aa]ssistant|ASSISTANT)[ \\t]*:?[ \\t]*$',
+    '^[ \\t]*(?:[Aa]ssistant|ASSISTANT)[ \\t]*:',
+    `(?<=[^\\s\\p{L}\\p{N}])${escapeRegExp(roleWord || 'assistant')}(?=[ \\t]*(?:\\n|$))`,
+  ];
+  if (own) alternatives.push(`^[ \\t]*${own}[ \\t]*$`);
+  return new RegExp(alternatives.join('|'), 'mu');
+}
+
+function renderSpec(spec: TemplateSpec, messages: readonly ChatMessage[], addGenerationPrompt: boolean): string {
+  let out = spec.begin;
+  let pendingSystem: string | undefined;
+  const withDefault =
+    spec.defaultSystemPrompt !== undefined && messages[0]?.role !== 'system'
+      ? [{ role: 'system' as const, content: spec.defaultSystemPrompt }, ...messages]
+      : messages;
+  for (const message of withDefault) {
+    if (message.role === 'system') {
+      if (spec.system) out += spec.system.prefix + message.content + spec.system.suffix;
+      else pendingSystem = pendingSystem === undefined ? message.content : `${pendingSystem}\n\n${message.content}`;
+    } else if (message.role === 'user') {
+      const content =
+        pendingSystem === undefined ? message.content : spec.systemMerge.prefix + pendingSystem + spec.systemMerge.suffix + message.content;
+      pendingSystem = undefined;
+      out += spec.user.prefix + content + spec.user.suffix;
+    } else {
+      out += spec.assistant.prefix + message.content + spec.assistant.suffix;
+    }
+  }
+  if (pendingSystem !== undefined) {
+    throw new TypeError(`${spec.name}: a system message needs a following user message (this format has no system role)`);
+  }
+  return addGenerationPrompt ? out + spec.generationPrompt : out;
 }
 
 const SYSTEM_MERGE_PARAGRAPH: TurnFormat = { prefix: '', suffix: '\n\n' };
@@ -177,7 +296,7 @@ const chatml = (role: string): TurnFormat => ({ prefix: `<|im_start|>${role}\n`,
 const gemmaTurn = (role: string): TurnFormat => ({ prefix: `<start_of_turn>${role}\n`, suffix: '<end_of_turn>\n' });
 const phi3Turn = (role: string): TurnFormat => ({ prefix: `<|${role}|>\n`, suffix: '<|end|>\n' });
 
-function chatmlSpec(name: string, defaultSystemPrompt?: string): TemplateSpec {
+function chatmlSpec(name: string, stopTokenIds: number[], defaultSystemPrompt?: string): TemplateSpec {
   return {
     name,
     bos: null,
@@ -189,7 +308,7 @@ function chatmlSpec(name: string, defaultSystemPrompt?: string): TemplateSpec {
     generationPrompt: chatml('assistant').prefix,
     ...(defaultSystemPrompt === undefined ? {} : { defaultSystemPrompt }),
     stop: ['<|im_start|>', '<|im_end|>', '<|endoftext|>'],
-    stopTokenIds: [],
+    stopTokenIds,
     assistantStop: ['Assistant', 'assistant'],
     specialTokens: CHATML_SPECIAL,
   };
@@ -211,31 +330,55 @@ const gemmaSpec = (name: string, preQueryTemplate: string, stop: string[], stopT
   specialTokens: GEMMA_SPECIAL,
 });
 
+const LLAMA3: TemplateSpec = {
+  name: 'llama3',
+  bos: '<|begin_of_text|>',
+  begin: '<|begin_of_text|>',
+  system: header3('system'),
+  systemMerge: SYSTEM_MERGE_PARAGRAPH,
+  user: header3('user'),
+  assistant: header3('assistant'),
+  generationPrompt: header3('assistant').prefix,
+  stop: ['<|eot_id|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>'],
+  stopTokenIds: [128009, 128001, 128006, 128007],
+  assistantStop: ['assistant'],
+  specialTokens: LLAMA3_SPECIAL,
+};
+
+/** Qwen1.5/2/2.5 token ids of <|endoftext|>, <|im_start|>, <|im_end|>. */
+const QWEN_STOP_IDS = [151643, 151644, 151645];
+
 const FAMILY_SPECS: Record<TemplateFamily, TemplateSpec> = {
-  // Llama-3 / 3.1 / 3.3 Instruct (3.1's optional "Cutting Knowledge Date" system preamble is not added).
-  llama3: {
-    name: 'llama3',
-    bos: '<|begin_of_text|>',
-    begin: '<|begin_of_text|>',
-    system: header3('system'),
-    systemMerge: SYSTEM_MERGE_PARAGRAPH,
-    user: header3('user'),
-    assistant: header3('assistant'),
-    generationPrompt: header3('assistant').prefix,
-    stop: ['<|eot_id|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>'],
-    stopTokenIds: [128009, 128001, 128006, 128007],
-    assistantStop: ['assistant'],
-    specialTokens: LLAMA3_SPECIAL,
+  // Llama-3 / 3.3 Instruct, and the reference's pre-query for every Llama-3.x.
+  llama3: LLAMA3,
+  // Llama-3.1 Instruct as it ships: its template always opens with a system turn holding the knowledge-cutoff
+  // and a date (an empty one when none is given); tool calls end with <|eom_id|>. The pre-query stays the
+  // reference's bare user header; markdown-header token ids for the reference's first-token suppression.
+  'llama3.1': {
+    ...LLAMA3,
+    name: 'llama3.1',
+    system: { prefix: `${header3('system').prefix}Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n`, suffix: '<|eot_id|>' },
+    defaultSystemPrompt: '',
+    preQueryTemplate: '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n',
+    stop: [...LLAMA3.stop, '<|eom_id|>'],
+    stopTokenIds: [...LLAMA3.stopTokenIds, 128008],
+    specialTokens: [...LLAMA3_SPECIAL, '<|eom_id|>'],
+    markdownHeaderTokenIds: [2, 567, 14711, 827],
   },
-  // Qwen1.5/2/2.5 and other ChatML models, as in the reference: no default system prompt. Token ids differ
-  // per model (Qwen2: 151643-151645, SmolLM2: 0-2), so stop by string; override stopTokenIds per model.
-  chatml: chatmlSpec('chatml'),
+  // Generic ChatML, as in the reference: no default system prompt; token ids differ per model, so stop by string.
+  chatml: chatmlSpec('chatml', []),
+  // Qwen1.5/Qwen2 Instruct: their templates insert a default system turn into conversations; the reference's
+  // pre-query is the bare user header.
+  qwen2: { ...chatmlSpec('qwen2', QWEN_STOP_IDS, 'You are a helpful assistant.'), preQueryTemplate: '<|im_start|>user\n' },
+  // Qwen2.5 Instruct: its default system turn is part of the pre-query too (the reference does the same).
+  'qwen2.5': chatmlSpec('qwen2.5', QWEN_STOP_IDS, 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.'),
   // SmolLM2-Instruct: ChatML whose own template adds a default system prompt. Measured with the 135M model
   // at temperature 1: the bare `<|im_start|>user\n` pre-query rambled to max_tokens in 8 of 8 samples; with
   // the default system turn 6 of 8 ended at <|im_end|> with a user-like request.
-  smollm2: chatmlSpec('smollm2', 'You are a helpful AI assistant named SmolLM, trained by Hugging Face'),
+  smollm2: chatmlSpec('smollm2', [1, 2, 0], 'You are a helpful AI assistant named SmolLM, trained by Hugging Face'),
   // Gemma has no system role: the system text opens the first user turn, followed by a blank line.
-  gemma2: gemmaSpec('gemma2', '<bos><start_of_turn>user\n\n', ['<eos>', '<bos>', '<end_of_turn>'], [1, 2, 107]),
+  // The reference's stops plus <start_of_turn> (as for Gemma-1.1): a model that opens a new turn is done.
+  gemma2: gemmaSpec('gemma2', '<bos><start_of_turn>user\n\n', ['<eos>', '<bos>', '<end_of_turn>', '<start_of_turn>'], [1, 2, 107, 106]),
   gemma: gemmaSpec('gemma', '<bos><start_of_turn>user\n', ['<eos>', '<bos>', '<start_of_turn>', '<end_of_turn>'], [1, 2, 106, 107]),
   phi3: {
     name: 'phi3',
@@ -307,7 +450,7 @@ const FAMILY_SPECS: Record<TemplateFamily, TemplateSpec> = {
 };
 
 const FAMILY_TEMPLATES = Object.fromEntries(
-  TEMPLATE_FAMILIES.map((family) => [family, new ChatTemplate(FAMILY_SPECS[family])]),
+  TEMPLATE_FAMILIES.map((family) => [family, ChatTemplate.fromSpec(FAMILY_SPECS[family])]),
 ) as Record<TemplateFamily, ChatTemplate>;
 
 export function familyTemplate(family: TemplateFamily): ChatTemplate {
@@ -320,16 +463,23 @@ export function familyTemplate(family: TemplateFamily): ChatTemplate {
  */
 export function detectFamily(chatTemplateOrModelName: string): TemplateFamily | undefined {
   const t = chatTemplateOrModelName;
-  if (t.includes('<|start_header_id|>')) return 'llama3';
-  if (t.includes('<|im_start|>')) return t.includes('named SmolLM') ? 'smollm2' : 'chatml';
+  if (t.includes('<|start_header_id|>')) return t.includes('Cutting Knowledge Date') ? 'llama3.1' : 'llama3';
+  if (t.includes('<|im_start|>')) {
+    if (t.includes('named SmolLM')) return 'smollm2';
+    if (t.includes('You are Qwen, created by Alibaba Cloud')) return 'qwen2.5';
+    return t.includes('You are a helpful assistant.') ? 'qwen2' : 'chatml';
+  }
   if (t.includes('<start_of_turn>')) return 'gemma2';
   if (t.includes('<|user|>') && t.includes('<|end|>')) return 'phi3';
   if (t.includes('<<SYS>>')) return 'llama2';
   if (t.includes('[INST]')) return 'mistral';
   const name = t.toLowerCase();
+  if (/llama-?3\.1/.test(name)) return 'llama3.1';
   if (/llama-?3/.test(name)) return 'llama3';
   if (/smollm/.test(name)) return 'smollm2';
-  if (/qwen|chatml|yi-/.test(name)) return 'chatml';
+  if (/qwen-?2\.5/.test(name)) return 'qwen2.5';
+  if (/qwen/.test(name)) return 'qwen2';
+  if (/chatml|yi-/.test(name)) return 'chatml';
   if (/gemma-?2/.test(name)) return 'gemma2';
   if (/gemma/.test(name)) return 'gemma';
   if (/phi-?3/.test(name)) return 'phi3';
@@ -352,6 +502,15 @@ const stopOverrides = {
 
 const familyConfigSchema = z
   .object({ family: z.enum(TEMPLATE_FAMILIES), systemPrompt: systemPromptField.optional(), ...stopOverrides })
+  .strict();
+
+/** The model's own chat template: `model` asks the stage's backend (a GGUF's metadata), or a GGUF / tokenizer_config.json path. */
+const derivedConfigSchema = z
+  .object({
+    from: z.string().min(1).describe('model, or the path of a GGUF or a tokenizer_config.json'),
+    systemPrompt: systemPromptField.optional(),
+    ...stopOverrides,
+  })
   .strict();
 
 const customConfigSchema = z
@@ -383,13 +542,22 @@ const customConfigSchema = z
     path: ['systemSuffix'],
   });
 
-/** A template in a topology: a family name, a family with options, or a custom template. */
+/** A template in a topology: a family name, a family with options, `auto` (the model's own), or a custom template. */
 export const templateConfigSchema = z.union([
   z.enum(TEMPLATE_FAMILIES).transform((family) => ({ family })),
+  z.literal('auto').transform(() => ({ from: 'model' })),
   familyConfigSchema,
+  derivedConfigSchema,
   customConfigSchema,
 ]);
 export type TemplateConfig = z.input<typeof templateConfigSchema>;
+export type ParsedTemplateConfig = z.output<typeof familyConfigSchema> | z.output<typeof derivedConfigSchema> | z.output<typeof customConfigSchema>;
+
+/** Where a config takes the template from the model's own chat template: `model` or a file path; else undefined. */
+export function derivedTemplateOrigin(config: TemplateConfig): string | undefined {
+  const parsed: ParsedTemplateConfig = templateConfigSchema.parse(config);
+  return 'from' in parsed ? parsed.from : undefined;
+}
 
 /** A chat template with the topology's system prompt applied. */
 export interface ResolvedTemplate {
@@ -400,20 +568,21 @@ export interface ResolvedTemplate {
   instructionPrompt: string;
 }
 
-/** Builds the template a (validated or raw) template config describes. Throws a ZodError on bad input. */
-export function resolveTemplate(config: TemplateConfig): ResolvedTemplate {
-  const parsed: z.infer<typeof familyConfigSchema> | z.infer<typeof customConfigSchema> = templateConfigSchema.parse(config);
+/**
+ * Builds the template a (validated or raw) template config describes. Throws a ZodError on bad input. A config
+ * that takes the model's own template (`auto`, `from:`) needs it `derived` (see loadTemplate).
+ */
+export function resolveTemplate(config: TemplateConfig, derived?: ChatTemplate): ResolvedTemplate {
+  const parsed: ParsedTemplateConfig = templateConfigSchema.parse(config);
   let template: ChatTemplate;
-  if ('family' in parsed) {
-    const f = parsed;
-    const base = FAMILY_SPECS[f.family];
-    template =
-      f.stop || f.stopTokenIds
-        ? new ChatTemplate({ ...base, stop: f.stop ?? base.stop, stopTokenIds: f.stopTokenIds ?? base.stopTokenIds })
-        : FAMILY_TEMPLATES[f.family];
+  if ('from' in parsed) {
+    if (!derived) throw new TypeError(`template from ${parsed.from}: derive the model's template first (loadTemplate)`);
+    template = derived.withStops(parsed.stop, parsed.stopTokenIds);
+  } else if ('family' in parsed) {
+    template = FAMILY_TEMPLATES[parsed.family].withStops(parsed.stop, parsed.stopTokenIds);
   } else {
     const c = parsed;
-    template = new ChatTemplate({
+    template = ChatTemplate.fromSpec({
       name: c.name,
       bos: c.bos ?? null,
       begin: c.begin ?? '',
@@ -431,4 +600,38 @@ export function resolveTemplate(config: TemplateConfig): ResolvedTemplate {
   }
   const systemPrompt = parsed.systemPrompt === undefined ? undefined : resolveSystemPrompt(parsed.systemPrompt);
   return { template, systemPrompt, instructionPrompt: template.preQuery(systemPrompt) };
+}
+
+/** The strings a template yields for Magpie, for printing and for comparing a derived template with the registry. */
+export interface TemplateStrings {
+  name: string;
+  bos: string | null;
+  /** What is sent for instructions without a system prompt. */
+  preQuery: string;
+  /** What the template itself renders there (differs only where the registry pins the reference's string). */
+  renderedPreQuery: string;
+  preQueryWithSystem: string;
+  assistantHeader: string;
+  generationPrompt: string;
+  mtAppend: string;
+  /** A user, assistant, user conversation with the generation prompt. */
+  conversation: string;
+  stop: string[];
+  stopTokenIds: number[];
+}
+
+export function templateStrings(t: ChatTemplate): TemplateStrings {
+  return {
+    name: t.name,
+    bos: t.bos,
+    preQuery: t.preQueryTemplate,
+    renderedPreQuery: t.renderedPreQuery,
+    preQueryWithSystem: t.preQuery('SYSTEM'),
+    assistantHeader: t.assistantHeader,
+    generationPrompt: t.generationPrompt,
+    mtAppend: t.mtAppend,
+    conversation: t.formatConversation([{ role: 'user', content: 'U1' }, { role: 'assistant', content: 'A1' }, { role: 'user', content: 'U2' }]),
+    stop: [...t.stop],
+    stopTokenIds: [...t.stopTokenIds],
+  };
 }

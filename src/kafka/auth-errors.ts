@@ -111,6 +111,8 @@ function matches(rule: AclRule, name: string): boolean {
 async function missingRules(failure: Extract<AccessFailure, { kind: 'not-authorized' }>, ctx: AccessContext, call: FailedCall, probe: Kafka | undefined): Promise<AclRule[]> {
   let candidates = ctx.rules.filter((r) => r.resourceType === failure.resourceType);
   const named = candidates.filter((r) => call.names?.some((n) => matches(r, n)));
+  // The call named resources, none of them granted: it reached outside the stage's set, nothing is missing.
+  if (named.length === 0 && call.names?.length && failure.resourceType !== 'CLUSTER') return [];
   if (named.length > 0) candidates = named;
   const byOp = candidates.filter((r) => r.operation === call.operation);
   if (byOp.length > 0) candidates = byOp;
@@ -176,10 +178,10 @@ export async function explainAccessFailure(err: unknown, ctx: AccessContext, cal
             ? `one of these ACLs is missing: ${missing.map((r) => `${describeRule(r)} (${r.reason})`).join('; ')}`
             : failure.resourceType === 'CLUSTER'
               ? 'the operation needs a cluster permission no stage is granted (topics are created beforehand by an administrator: magpie topics create)'
-              : `no ACL on a ${failure.resourceType} is generated for this call`;
+              : `${ctx.component} has no ACL on that ${failure.resourceType} (${call.names?.join(', ') ?? 'unnamed'}): it is outside what magpie acls grants it`;
       return new KafkaAccessError(
         'KAFKA_NOT_AUTHORIZED',
-        `${who} is not authorised on ${failure.resourceType}${missing.length === 1 && missing[0]!.resourceType !== 'CLUSTER' ? ` '${missing[0]!.resourceName}'` : ''}: ${what}; grant it with magpie acls <topology> --apply`,
+        `${who} is not authorised on ${failure.resourceType}${missing.length === 1 && missing[0]!.resourceType !== 'CLUSTER' ? ` '${missing[0]!.resourceName}'` : ''}: ${what}${missing.length > 0 ? '; grant it with magpie acls <topology> --apply' : ''}`,
         failure,
         missing,
         err,

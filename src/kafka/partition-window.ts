@@ -8,7 +8,7 @@ export interface CommitGroup {
   /** Offset after the last record of the last chunk: the committed position once written. */
   next: bigint;
   byTopic: Map<string, OutboundMessage[]>;
-  chunks: { first: bigint; next: bigint; records: number; counts: RoutedBatch['counts']; byStage: RoutedBatch['byStage']; startedAt: bigint }[];
+  chunks: { first: bigint; next: bigint; records: number; counts: RoutedBatch['counts']; byStage: RoutedBatch['byStage']; startedAt: bigint; timestamps: number[] }[];
 }
 
 /** What became of a commit: written, already written (by this process before a lost answer, or by another), or overtaken. */
@@ -149,7 +149,7 @@ export class PartitionWindow {
       first: chunks[0]!.first,
       next: chunks[chunks.length - 1]!.next,
       byTopic,
-      chunks: chunks.map((c) => ({ first: c.first, next: c.next, records: c.raws.length, counts: c.result!.counts, byStage: c.result!.byStage, startedAt: c.startedAt })),
+      chunks: chunks.map((c) => ({ first: c.first, next: c.next, records: c.raws.length, counts: c.result!.counts, byStage: c.result!.byStage, startedAt: c.startedAt, timestamps: c.raws.map((r) => Number(r.timestamp)) })),
     };
     this.committing = true;
     this.hooks.commit(group).then(

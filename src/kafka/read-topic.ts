@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Kafka } from 'kafkajs';
 import { MagpieError } from '../core/errors.js';
+import { withRetry } from '../core/retry.js';
 import { headersToStrings, type RawRecord } from './route.js';
 
 /** Consumer groups of readers without a group of their own start with this (ACLs grant them by prefix). */
@@ -41,7 +42,11 @@ export async function partitionRanges(kafka: Kafka, topic: string, groupId?: str
   try {
     // Checked first: offsets of a missing topic are retried for half a minute before kafkajs gives up.
     if (!(await admin.listTopics()).includes(topic)) throw new MagpieError('KAFKA_UNKNOWN_TOPIC', `topic ${topic} does not exist: check the name (and --prefix)`, { details: { topic } });
-    const ends = await admin.fetchTopicOffsets(topic);
+    // A topic created a moment ago may still be electing its leaders (NOT_LEADER, LEADER_NOT_AVAILABLE).
+    const ends = await withRetry(() => admin.fetchTopicOffsets(topic), {
+      attempts: 20, initialDelayMs: 100, maxDelayMs: 2_000,
+      shouldRetry: (err) => (err as { retriable?: boolean }).retriable === true,
+    });
     const committed = groupId ? (await admin.fetchOffsets({ groupId, topics: [topic] }))[0]?.partitions ?? [] : [];
     return ends.map((o) => {
       const low = BigInt(o.low);

@@ -1,4 +1,5 @@
 import type { CircuitBreaker } from '../core/circuit-breaker.js';
+import type { BatchCounts } from '../core/metrics.js';
 import { errorCode, errorMessage, isRetryable, MagpieError } from '../core/errors.js';
 import { scrubRegistered, type Logger } from '../core/logger.js';
 import { backoffDelay, sleep } from '../core/retry.js';
@@ -24,9 +25,9 @@ export interface RawRecord {
 export interface RoutedBatch {
   /** Topic → messages, in input order. */
   byTopic: Map<string, OutboundMessage[]>;
-  counts: { in: number; out: number; rejected: number; deadLettered: number };
-  /** Per stage, for a chain of stages: what each took in and let out. */
-  byStage?: Map<string, { in: number; out: number; rejected: number; deadLettered: number }>;
+  counts: BatchCounts;
+  /** Per stage, for a chain of stages: what each took in and let out (per port). */
+  byStage?: Map<string, BatchCounts>;
 }
 
 /** What the router needs to know about the stage; a subset of ResolvedStage so it is testable alone. */
@@ -137,15 +138,16 @@ export async function routeChain(raws: RawRecord[], links: readonly ChainLink[],
     for (const { link, outcome, input } of routed[i]!) await routers[link]!.add(outcome, input, raws[i]);
   }
   const counts = { in: raws.length, out: 0, rejected: 0, deadLettered: 0 };
-  const byStage = new Map<string, RoutedBatch['counts']>();
+  const byStage = new Map<string, BatchCounts>();
   routers.forEach((r, k) => {
-    const c = { ...r.counts, in: k === 0 ? raws.length : inputs[k]!, out: r.counts.out + r.forwarded };
+    const out = r.counts.out + r.forwarded;
+    const c = { ...r.counts, in: k === 0 ? raws.length : inputs[k]!, out, ports: { ...r.counts.ports, ...(out > 0 ? { out } : {}) } };
     byStage.set(links[k]!.target.name, c);
     counts.rejected += c.rejected;
     counts.deadLettered += c.deadLettered;
   });
   counts.out = routers.at(-1)!.counts.out;
-  return { byTopic, counts, byStage };
+  return { byTopic, counts: { ...counts, ports: routers.at(-1)!.counts.ports }, byStage };
 }
 
 type FinalOutcome<O> = Exclude<Outcome<O>, { kind: 'failed' }> | { kind: 'dead'; code: string; reason: string; attempts?: number };
@@ -155,7 +157,7 @@ type FinalOutcome<O> = Exclude<Outcome<O>, { kind: 'failed' }> | { kind: 'dead';
  * cannot be encoded, or is too large for its topic, becomes a dead letter instead. Shared by stages and sources.
  */
 export class OutcomeRouter<O> {
-  readonly counts = { in: 0, out: 0, rejected: 0, deadLettered: 0 };
+  readonly counts: { in: number; out: number; rejected: number; deadLettered: number; ports: Record<string, number> } = { in: 0, out: 0, rejected: 0, deadLettered: 0, ports: {} };
   /** Records handed on in memory to the next stage of a chain (counted as outputs of this stage). */
   forwarded = 0;
 
@@ -181,7 +183,7 @@ export class OutcomeRouter<O> {
     const { serde, target, logger } = this;
     if (outcome.kind === 'emit') {
       try {
-        const messages: [string, OutboundMessage][] = [];
+        const messages: [string, OutboundMessage, string][] = [];
         for (const rec of outcome.records) {
           const port = rec.port ?? 'out';
           const topic = target.ports[port];
@@ -192,10 +194,14 @@ export class OutcomeRouter<O> {
           const msg = { key, value: encoded.value, headers: encoded.headers };
           const limit = messageLimit(target, topic);
           if (messageBytes(msg) > largestMessage(limit)) throw new MagpieError('OUTPUT_TOO_LARGE', `output record for port '${port}' is ${encoded.value.length} bytes, over the ${limit}-byte limit (max.message.bytes) of topic ${topic}`);
-          messages.push([topic, msg]);
+          messages.push([topic, msg, port]);
         }
-        for (const [topic, msg] of messages) this.push(topic, msg);
-        this.counts.out += messages.length;
+        for (const [topic, msg, port] of messages) {
+          this.push(topic, msg);
+          this.counts.ports[port] = (this.counts.ports[port] ?? 0) + 1;
+        }
+        // Other ports (a changelog, a source's progress) are bookkeeping, not the stage's output.
+        this.counts.out += messages.filter(([, , port]) => port === 'out').length;
         return;
       } catch (err) {
         if (isRetryable(err)) throw err;

@@ -5,11 +5,23 @@ import { errorCode, errorMessage, isRetryable } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
 import { backoffDelay, sleep } from '../core/retry.js';
-import type { Source, StageContext } from '../processors/stage.js';
+import type { Source, StageContext, StateRestorer } from '../processors/stage.js';
 import type { RecordSerde } from '../serde/serde.js';
 import { fetchMessageLimits } from './admin.js';
 import { AtLeastOnceCommitter, TransactionalCommitter, type Committer } from './committer.js';
+import { restoreTopic } from './restore.js';
 import { messageLimit, OutcomeRouter, type RouteTarget } from './route.js';
+import type { OutboundMessage } from './send-plan.js';
+
+/** A newer producer of the same transactional id exists (kafkajs names the error by its protocol type). */
+function fenced(err: unknown): boolean {
+  for (let e: unknown = err; e; e = (e as { cause?: unknown }).cause) {
+    const { type, code } = e as { type?: string; code?: number };
+    // 47 INVALID_PRODUCER_EPOCH, 90 PRODUCER_FENCED (newer brokers; kafkajs has no name for it).
+    if (type === 'INVALID_PRODUCER_EPOCH' || type === 'PRODUCER_FENCED' || code === 47 || code === 90) return true;
+  }
+  return false;
+}
 
 export interface SourceRunnerOptions {
   kafka: Kafka;
@@ -42,7 +54,10 @@ export class SourceRunner extends EventEmitter {
   private loop: Promise<void> | undefined;
   private draining = false;
   private failure: unknown;
-  readonly writer = randomUUID();
+  /** Transactional writer: the instance's own, or, for an exclusive source, the one every instance shares. */
+  readonly writer: string;
+  /** Another instance of an exclusive source fenced this one: it stops producing. */
+  private takenOver = false;
   readonly totals = { out: 0, rejected: 0 };
 
   constructor(
@@ -51,6 +66,7 @@ export class SourceRunner extends EventEmitter {
   ) {
     super();
     this.log = options.logger.child({ stage: options.target.name });
+    this.writer = source.exclusive ? 'exclusive' : randomUUID();
   }
 
   async start(): Promise<void> {
@@ -68,9 +84,24 @@ export class SourceRunner extends EventEmitter {
     this.committer = exactlyOnce
       ? new TransactionalCommitter(kafka, this.options.transactionalIdPrefix, this.log, { limitOf, transactionTimeoutMs: this.options.transactionTimeoutMs ?? 30_000 })
       : new AtLeastOnceCommitter(kafka, { limitOf });
+    // An exclusive source's fence also completes the transaction its predecessor left open, so the state read
+    // below sees everything committed and waits on nothing.
     await this.committer.fence(this.writer);
     const ctx: StageContext = { logger: this.log, signal: this.abort.signal, heartbeat: async () => undefined };
-    await this.source.init?.(ctx);
+    const topicOf = (port: string) => {
+      const topic = target.ports[port];
+      if (!topic) throw new Error(`stage ${target.name} has no port '${port}'`);
+      return topic;
+    };
+    const restorer: StateRestorer = {
+      topicOf,
+      restore: (port, onRecord, from) => {
+        const schema = target.portSchemas[port];
+        if (!schema) throw new Error(`stage ${target.name} has no port '${port}' to restore from`);
+        return restoreTopic(kafka, this.options.serde, topicOf(port), schema, onRecord, this.log, from);
+      },
+    };
+    await this.source.init?.(ctx, restorer);
     this.loop = this.run(ctx).catch((err: unknown) => {
       if (this.abort.signal.aborted) return;
       this.failure = err;
@@ -88,7 +119,7 @@ export class SourceRunner extends EventEmitter {
 
   private async run(ctx: StageContext): Promise<void> {
     const { target, serde, batchSize } = this.options;
-    for (let failures = 0; !this.draining; ) {
+    for (let failures = 0; !this.draining && !this.takenOver; ) {
       let outcomes;
       try {
         outcomes = await this.source.next(batchSize, ctx);
@@ -109,6 +140,7 @@ export class SourceRunner extends EventEmitter {
       }
       const routed = router.routed(0);
       await this.write(routed.byTopic);
+      if (this.takenOver) break;
       this.totals.out += routed.counts.out;
       this.totals.rejected += routed.counts.rejected;
       this.options.metrics.record(target.name, routed.counts);
@@ -119,7 +151,7 @@ export class SourceRunner extends EventEmitter {
   }
 
   /** Writes one batch, retrying while the broker is unreachable; the batch is kept, never made again. */
-  private async write(byTopic: ReadonlyMap<string, import('./send-plan.js').OutboundMessage[]>): Promise<void> {
+  private async write(byTopic: ReadonlyMap<string, OutboundMessage[]>): Promise<void> {
     if (byTopic.size === 0) return;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -127,6 +159,12 @@ export class SourceRunner extends EventEmitter {
         return;
       } catch (err) {
         if (this.abort.signal.aborted) throw err;
+        if (this.options.exactlyOnce && this.source.exclusive && fenced(err)) {
+          // Fencing back would start a tug of war: the newer instance keeps the source (e.g. during a deploy).
+          this.log.warn({ err: errorMessage(err) }, 'another instance of this exclusive source took over; this one stops producing');
+          this.takenOver = true;
+          return;
+        }
         const delay = backoffDelay(Math.min(attempt, 16), this.options.target.retry);
         this.log.warn({ attempt, delayMs: delay, err: errorMessage(err) }, 'writing a source batch failed; retrying with the same records');
         await sleep(delay, this.abort.signal);

@@ -104,12 +104,14 @@ export class StageRunner extends EventEmitter {
       (options.exactlyOnce ? new TransactionalCommitter(options.kafka, options.groupId, this.log, { limitOf }) : new AtLeastOnceCommitter(options.kafka, { limitOf }));
     const breaker = new CircuitBreaker(options.circuitBreaker ?? DEFAULT_CIRCUIT_BREAKER);
     breaker.on('state', (change: CircuitStateChange) => this.onCircuit(options.target.name, change));
+    options.metrics.watchCircuit(options.target.name, breaker);
     this.processors = [processor, ...(options.followers ?? []).map((f) => f.processor)];
     this.links = [
       { process: (records, ctx) => processor.process(records, ctx), target: options.target, breaker },
       ...(options.followers ?? []).map((f): ChainLink => {
         const breaker = new CircuitBreaker(f.circuitBreaker ?? DEFAULT_CIRCUIT_BREAKER);
         breaker.on('state', (change: CircuitStateChange) => this.onCircuit(f.target.name, change));
+        options.metrics.watchCircuit(f.target.name, breaker);
         return { process: (records, ctx) => f.processor.process(records, ctx), target: f.target, breaker };
       }),
     ];
@@ -395,6 +397,7 @@ export class StageRunner extends EventEmitter {
       for (const [stage, counts] of chunk.byStage ?? [[target.name, chunk.counts]]) {
         metrics.record(stage, counts);
         metrics.batchSeconds.observe({ stage }, Number(now - chunk.startedAt) / 1e9);
+        metrics.observeRecordLatency(stage, chunk.timestamps);
       }
       const event: BatchCommittedEvent = { topic: input, partition, nextOffset: chunk.next.toString(), counts: chunk.counts };
       this.emit('committed', event);

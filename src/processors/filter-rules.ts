@@ -5,10 +5,12 @@ import { z } from 'zod';
  *   { field: input_quality, in: [good, excellent] }
  *   { field: instruct_reward, gt: -1.5 }
  *   { field: tag_failures, empty: true, name: all_tags_computed }
+ *   { field: response, maxNewlines: 4, unless: { field: task_category, in: [Coding & Debugging] } }
  * Exactly one operator per rule. `field` may be a dotted path (gen_input_configs.temperature).
  * A missing value (null or absent) fails every operator but `exists` and `empty`, unless `allowMissing`.
+ * `unless` exempts records whose field holds one of the values (a rule of the released Llama-3.1 filter).
  */
-export const RULE_OPS = ['eq', 'neq', 'in', 'notIn', 'gt', 'gte', 'lt', 'lte', 'between', 'exists', 'empty'] as const;
+export const RULE_OPS = ['eq', 'neq', 'in', 'notIn', 'gt', 'gte', 'lt', 'lte', 'between', 'exists', 'empty', 'maxNewlines'] as const;
 export type RuleOp = (typeof RULE_OPS)[number];
 
 const scalar = z.union([z.string(), z.number(), z.boolean()]);
@@ -30,14 +32,18 @@ const ruleInput = z.strictObject({
   between: z.tuple([z.number(), z.number()]).refine(([lo, hi]) => lo <= hi, 'between needs [low, high] with low <= high').optional(),
   exists: z.boolean().optional(),
   empty: z.boolean().optional(),
+  /** At most this many line breaks in a text field. */
+  maxNewlines: z.number().int().min(0).optional(),
+  unless: z.strictObject({ field: z.string().min(1), in: z.array(scalar).min(1) }).optional(),
 });
 
-export type FilterRule =
-  | { name: string; field: string; path: string[]; allowMissing: boolean; op: 'eq' | 'neq'; value: Scalar }
-  | { name: string; field: string; path: string[]; allowMissing: boolean; op: 'in' | 'notIn'; value: Scalar[] }
-  | { name: string; field: string; path: string[]; allowMissing: boolean; op: 'gt' | 'gte' | 'lt' | 'lte'; value: number }
-  | { name: string; field: string; path: string[]; allowMissing: boolean; op: 'between'; value: [number, number] }
-  | { name: string; field: string; path: string[]; allowMissing: boolean; op: 'exists' | 'empty'; value: boolean };
+export type FilterRule = { name: string; field: string; path: string[]; allowMissing: boolean; unless?: { path: string[]; values: Scalar[] } } & (
+  | { op: 'eq' | 'neq'; value: Scalar }
+  | { op: 'in' | 'notIn'; value: Scalar[] }
+  | { op: 'gt' | 'gte' | 'lt' | 'lte' | 'maxNewlines'; value: number }
+  | { op: 'between'; value: [number, number] }
+  | { op: 'exists' | 'empty'; value: boolean }
+);
 
 export const filterRuleSchema = ruleInput
   .superRefine((rule, ctx) => {
@@ -53,6 +59,7 @@ export const filterRuleSchema = ruleInput
       field: rule.field,
       path: rule.field.split('.'),
       allowMissing: rule.allowMissing,
+      ...(rule.unless ? { unless: { path: rule.unless.field.split('.'), values: rule.unless.in } } : {}),
       op,
       value: rule[op],
     } as FilterRule;
@@ -93,6 +100,7 @@ const NUMERIC: Record<'gt' | 'gte' | 'lt' | 'lte', { symbol: string; test: (a: n
 
 /** Why `record` fails `rule`, or undefined when it passes. */
 export function ruleFailure(rule: FilterRule, record: unknown): string | undefined {
+  if (rule.unless?.values.includes(valueAt(record, rule.unless.path) as Scalar)) return undefined;
   const value = valueAt(record, rule.path);
   const missing = value === null || value === undefined;
   const f = rule.field;
@@ -116,6 +124,11 @@ export function ruleFailure(rule: FilterRule, record: unknown): string | undefin
       return rule.value.includes(value as Scalar) ? undefined : `${f} ${show(value)} not in ${list(rule.value)}`;
     case 'notIn':
       return rule.value.includes(value as Scalar) ? `${f} ${show(value)} is in ${list(rule.value)}` : undefined;
+    case 'maxNewlines': {
+      if (typeof value !== 'string') return `${f} ${show(value)} is not text`;
+      const newlines = value.split('\n').length - 1;
+      return newlines <= rule.value ? undefined : `${f} has ${newlines} line breaks, more than ${rule.value}`;
+    }
   }
   if (typeof value !== 'number' || Number.isNaN(value)) return `${f} ${show(value)} is not a number`;
   if (rule.op === 'between') {

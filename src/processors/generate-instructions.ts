@@ -1,55 +1,81 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
-import { errorMessage } from '../core/errors.js';
+import { ConfigError, errorMessage } from '../core/errors.js';
 import { sleep, withRetry } from '../core/retry.js';
 import type { InferenceBackend } from '../inference/backend.js';
-import { resolveTemplate, templateConfigSchema, type ResolvedTemplate } from '../inference/templates.js';
-import type { Instruction } from '../serde/records.generated.js';
-import { cleanInstruction, cleanupConfigSchema, DEFAULT_CLEANUP } from './instruction-cleanup.js';
-import { defineSource, reject, type Outcome, type Source, type StageContext } from './stage.js';
+import { loadTemplate } from '../inference/template-derive.js';
+import { templateConfigSchema, type ResolvedTemplate } from '../inference/templates.js';
+import type { Instruction, SourceProgress } from '../serde/records.generated.js';
+import { cleanInstruction, cleanupConfigSchema, DEFAULT_CLEANUP, DEFAULT_INSTRUCTION_STOP, instructionStops, instructionStopSchema } from './instruction-cleanup.js';
+import {
+  decodingSettings, DecodingPlan, drawSystemPrompt, mixtureTotal, NO_SYSTEM_PROMPT, samplingMixtureSchema, seededUniform, systemPromptChoices,
+  systemPromptMixtureSchema, type DecodingSetting, type SystemPromptChoice,
+} from './instruction-mixture.js';
+import { defineSource, reject, type Outcome, type Source, type StageContext, type StateRestorer } from './stage.js';
 
 const config = z.object({
   backend: z.string(),
   template: templateConfigSchema,
-  sampling: z
-    .object({
-      temperature: z.number().min(0).max(5).default(1),
-      topP: z.number().gt(0).max(1).default(1),
-      maxTokens: z.number().int().min(1).default(512),
-      /** Seed of the first request; request i uses seed + i, so a run can be repeated. */
-      seed: z.number().int().optional(),
-    })
-    .strict()
-    .default({ temperature: 1, topP: 1, maxTokens: 512 }),
+  /** One decoding setting, or a list mixed by weight or exact counts (each instruction records its setting). */
+  sampling: samplingMixtureSchema,
+  /** System prompts drawn per request by probability (none, math, code, translation or your own text). */
+  systemPrompts: systemPromptMixtureSchema.optional(),
   /** Instructions sampled per request (vLLM `n`): diversity comes from sampling alone. */
   samplesPerRequest: z.number().int().min(1).max(256).default(4),
   /** Requests kept in flight, so a continuous-batching server never runs dry. */
   inFlight: z.number().int().min(1).max(4096).default(8),
-  /** Stop after this many instructions (clean or rejected) in this run; forever when absent. */
+  /**
+   * Stop once this many instructions are in the output topic, counted across restarts (the progress port
+   * keeps the count); forever when absent. With a count mixture the target is the sum of its counts.
+   */
   count: z.number().int().min(1).optional(),
   /** Upper bound on requests started per second; unbounded when absent. */
   requestsPerSecond: z.number().positive().optional(),
   cleanup: cleanupConfigSchema.default(DEFAULT_CLEANUP),
+  /** Stop strings on top of the template's (reference: both on; see instructionStopSchema). */
+  stop: instructionStopSchema.default(DEFAULT_INSTRUCTION_STOP),
+  /**
+   * Token ids the instruction's first token must not be; `markdown-headers` takes the template's `#`…`####`
+   * ids (the reference's Llama-3.1 recipe). Off by default.
+   */
+  firstTokenBans: z.union([z.literal('markdown-headers'), z.array(z.number().int().nonnegative()).min(1)]).optional(),
 });
 
 type Config = z.infer<typeof config>;
 
-/** The first template string (special token or assistant header) found in generated user text. */
-export function templateLeak(resolved: ResolvedTemplate, text: string): string | undefined {
-  return resolved.template.leaks(text)[0] ?? resolved.template.assistantLeaks(text)[0];
+interface Ready {
+  outcome: Outcome<Instruction>;
+  key: string;
+  clean: boolean;
+}
+
+/** The request prompt for each system-prompt choice, built once. */
+interface PromptChoice extends SystemPromptChoice {
+  prompt: string;
+}
+
+/** What every instruction request sends besides sampling: resolved once, before the first request. */
+interface InstructionPrompts {
+  resolved: ResolvedTemplate;
+  prompts: PromptChoice[];
+  stop: string[];
+  stopTokenIds: number[];
+  firstTokenBans: number[];
 }
 
 /**
  * Magpie step 1: send only the pre-query template as a raw completion prompt, so the aligned model writes a
- * user query by itself. Keeps `inFlight` requests running and hands out results as they complete.
+ * user query by itself. Keeps `inFlight` requests running and hands out results as they complete. Each
+ * request draws its decoding setting and system prompt from the stage's mixtures; the progress port holds
+ * what has been committed, so a target count holds across restarts.
  */
-export class InstructionGenerator implements Source<Instruction> {
-  private readonly resolved: ResolvedTemplate;
-  private readonly prompt: string;
-  private readonly ready: Outcome<Instruction>[] = [];
+export class InstructionGenerator implements Source<Instruction | SourceProgress> {
+  private setup: Promise<InstructionPrompts> | undefined;
+  private readonly plan: DecodingPlan;
+  /** A target count is one count across every instance and restart: one writer at a time. */
+  readonly exclusive: boolean;
+  private readonly ready: Ready[] = [];
   private inflight = 0;
-  private requested = 0;
-  private requestIndex = 0;
   private lastStart = 0;
   private failure: unknown;
   private wake: (() => void) | undefined;
@@ -57,26 +83,61 @@ export class InstructionGenerator implements Source<Instruction> {
   constructor(
     private readonly backend: InferenceBackend,
     private readonly config: Config,
+    /** Key of this source's progress record. */
+    private readonly stageName = 'instructions',
   ) {
-    this.resolved = resolveTemplate(config.template);
-    this.prompt = this.resolved.instructionPrompt;
+    const total = mixtureTotal(config.sampling);
+    if (total !== undefined && config.count !== undefined && total !== config.count) {
+      throw new ConfigError(`stage ${stageName}: count is ${config.count} but the sampling counts add up to ${total}; drop count or make them agree`, { count: config.count });
+    }
+    this.plan = new DecodingPlan(decodingSettings(config.sampling), total ?? config.count);
+    this.exclusive = this.plan.total !== undefined;
   }
 
-  private get exhausted(): boolean {
-    return this.config.count !== undefined && this.requested >= this.config.count;
+  /** The template (derived from the model's own for `auto`), the pre-query of each system prompt, the stops: once. */
+  private instructionPrompts(): Promise<InstructionPrompts> {
+    this.setup ??= loadTemplate(this.config.template, this.backend).then((resolved) => {
+      const { template } = resolved;
+      if (this.config.systemPrompts && resolved.systemPrompt !== undefined) {
+        throw new ConfigError(`stage ${this.stageName}: give template.systemPrompt or systemPrompts, not both`);
+      }
+      const bans = this.config.firstTokenBans;
+      if (bans === 'markdown-headers' && !template.markdownHeaderTokenIds) {
+        throw new ConfigError(`firstTokenBans: markdown-headers: template ${template.name} does not know its markdown-header token ids; list them instead`, { field: 'firstTokenBans' });
+      }
+      const choices = this.config.systemPrompts
+        ? systemPromptChoices(this.config.systemPrompts)
+        : [{ key: resolved.systemPrompt === undefined ? NO_SYSTEM_PROMPT : 'template', text: resolved.systemPrompt, probability: 1 }];
+      return {
+        resolved,
+        // No system prompt of the stage's own: the template's instruction prompt (with the model's default system turn).
+        prompts: choices.map((c) => ({ ...c, prompt: c.text === undefined || c.text === resolved.systemPrompt ? resolved.instructionPrompt : template.preQuery(c.text) })),
+        stop: instructionStops(template, this.config.stop),
+        stopTokenIds: [...template.stopTokenIds],
+        firstTokenBans: bans === undefined ? [] : bans === 'markdown-headers' ? [...template.markdownHeaderTokenIds!] : bans,
+      };
+    });
+    return this.setup;
+  }
+
+  async init(ctx: StageContext, state: StateRestorer): Promise<void> {
+    await this.instructionPrompts();
+    await state.restore('progress', (key, value) => {
+      if (key === this.stageName) this.plan.restore(value as SourceProgress);
+    });
+    if (this.plan.producedTotal > 0) ctx.logger.info({ produced: this.plan.producedTotal, target: this.plan.total ?? null }, 'continuing from committed progress');
   }
 
   private fill(ctx: StageContext): void {
-    while (!ctx.signal.aborted && !this.exhausted && this.inflight < this.config.inFlight && this.failure === undefined) {
-      const n = Math.min(this.config.samplesPerRequest, (this.config.count ?? Infinity) - this.requested);
-      this.requested += n;
+    while (!ctx.signal.aborted && this.inflight < this.config.inFlight && this.failure === undefined) {
+      const next = this.plan.take(this.config.samplesPerRequest);
+      if (!next) return;
       this.inflight++;
-      const index = this.requestIndex++;
-      void this.request(index, n, ctx).then(
-        (outcomes) => this.ready.push(...outcomes),
+      void this.request(next.setting, next.index, next.n, ctx).then(
+        (ready) => this.ready.push(...ready),
         (err: unknown) => {
           // Not produced: those samples are requested again once the source is retried.
-          this.requested -= n;
+          this.plan.cancel(next.setting.key, next.n);
           if (!ctx.signal.aborted) this.failure = err;
         },
       ).finally(() => {
@@ -86,24 +147,27 @@ export class InstructionGenerator implements Source<Instruction> {
     }
   }
 
-  private async request(index: number, n: number, ctx: StageContext): Promise<Outcome<Instruction>[]> {
+  private async request(setting: DecodingSetting, index: number, n: number, ctx: StageContext): Promise<Ready[]> {
     if (this.config.requestsPerSecond) {
       const gap = 1000 / this.config.requestsPerSecond;
       const wait = this.lastStart + gap - Date.now();
       this.lastStart = Math.max(Date.now(), this.lastStart + gap);
       if (wait > 0) await sleep(wait, ctx.signal);
     }
-    const { sampling } = this.config;
-    const seed = sampling.seed === undefined ? undefined : sampling.seed + index;
+    const setup = await this.instructionPrompts();
+    // Backends seed sample i of a request with seed + i: requests step by samplesPerRequest so no seed repeats.
+    const seed = setting.seed === undefined ? undefined : setting.seed + index * this.config.samplesPerRequest;
+    const system = setup.prompts.length === 1 ? setup.prompts[0]! : drawSystemPrompt(setup.prompts, seed === undefined ? Math.random() : seededUniform(seed));
     const completions = await withRetry(
       () => this.backend.complete({
-        prompt: this.prompt,
+        prompt: system.prompt,
         n,
-        temperature: sampling.temperature,
-        topP: sampling.topP,
-        maxTokens: sampling.maxTokens,
-        stop: [...this.resolved.template.stop],
-        stopTokenIds: [...this.resolved.template.stopTokenIds],
+        temperature: setting.temperature,
+        topP: setting.topP,
+        maxTokens: setting.maxTokens,
+        stop: setup.stop,
+        stopTokenIds: setup.stopTokenIds,
+        ...(setup.firstTokenBans.length ? { firstTokenBans: setup.firstTokenBans } : {}),
         signal: ctx.signal,
         ...(seed === undefined ? {} : { seed }),
       }),
@@ -113,31 +177,41 @@ export class InstructionGenerator implements Source<Instruction> {
         onRetry: (err, attempt, delayMs) => ctx.logger.warn({ attempt, delayMs, err: errorMessage(err) }, 'instruction request failed; retrying'),
       },
     );
-    return completions.map((c, i) => {
-      const verdict = cleanInstruction(c.text, c.finishReason, (t) => templateLeak(this.resolved, t), this.config.cleanup);
+    // A server may answer with fewer samples than asked; the plan takes back the missing ones.
+    if (completions.length < n) this.plan.cancel(setting.key, n - completions.length);
+    const { template } = setup.resolved;
+    return completions.slice(0, n).map((c) => {
+      const verdict = cleanInstruction(c.text, c.finishReason, (t) => template.leak(t), this.config.cleanup);
       const record: Instruction = {
         uuid: randomUUID(),
         model: this.backend.model,
         gen_input_configs: {
-          temperature: sampling.temperature,
-          top_p: sampling.topP,
-          max_tokens: sampling.maxTokens,
+          temperature: setting.temperature,
+          top_p: setting.topP,
+          max_tokens: setting.maxTokens,
           input_generator: this.backend.id,
-          seed: seed === undefined ? null : seed * 1000 + i,
-          template_family: this.resolved.template.name,
-          pre_query_template: this.prompt,
-          system_prompt: this.resolved.systemPrompt ?? null,
+          seed: c.seed ?? null,
+          template_family: template.name,
+          pre_query_template: system.prompt,
+          system_prompt: system.text ?? null,
+          stop: setup.stop,
+          stop_token_ids: setup.stopTokenIds,
+          system_prompt_key: system.key,
+          decoding_key: setting.key,
         },
         instruction: verdict.text,
         finish_reason: c.finishReason,
         instruction_tokens: c.tokens,
         created_at: Date.now(),
       };
-      return verdict.rejected ? reject(verdict.rejected.rule, verdict.rejected.reason, record) : { kind: 'emit', records: [{ value: record, key: record.uuid }] };
+      const outcome: Outcome<Instruction> = verdict.rejected
+        ? reject(verdict.rejected.rule, verdict.rejected.reason, record)
+        : { kind: 'emit', records: [{ value: record, key: record.uuid }] };
+      return { outcome, key: setting.key, clean: !verdict.rejected };
     });
   }
 
-  async next(max: number, ctx: StageContext): Promise<Outcome<Instruction>[]> {
+  async next(max: number, ctx: StageContext): Promise<Outcome<Instruction | SourceProgress>[]> {
     this.fill(ctx);
     while (this.ready.length === 0) {
       if (this.failure !== undefined) {
@@ -145,22 +219,26 @@ export class InstructionGenerator implements Source<Instruction> {
         this.failure = undefined;
         throw err;
       }
-      if (this.inflight === 0 && (this.exhausted || ctx.signal.aborted)) return [];
+      if (this.inflight === 0 && (this.plan.finished || ctx.signal.aborted)) return [];
       await new Promise<void>((resolve) => (this.wake = resolve));
       this.wake = undefined;
     }
     const out = this.ready.splice(0, max);
+    for (const r of out) this.plan.settle(r.key, r.clean);
     this.fill(ctx);
-    return out;
+    // Written in the batch's transaction: the committed count and the committed records never disagree.
+    const progress: Outcome<SourceProgress> = { kind: 'emit', records: [{ port: 'progress', key: this.stageName, value: this.plan.snapshot(this.stageName) }] };
+    return [...out.map((r) => r.outcome), progress];
   }
 }
 
 export const generateInstructions = defineSource({
   type: 'generate-instructions',
-  description: 'Magpie instruction extraction: samples user queries from the pre-query template alone; rejects empty, truncated and template-leaking ones.',
+  description: 'Magpie instruction extraction: samples user queries from the pre-query template alone, under decoding and system-prompt mixtures, up to a count that holds across restarts; rejects empty, truncated and template-leaking ones.',
   config,
   outputSchema: 'magpie.Instruction',
+  extraPorts: { progress: { schema: 'magpie.SourceProgress', compacted: true, defaultSuffix: '.progress' } },
   uses: (c) => ({ backends: [c.backend] }),
-  create: (c, deps) => new InstructionGenerator(deps.backend(c.backend), c),
+  create: (c, deps) => new InstructionGenerator(deps.backend(c.backend), c, deps.stageName),
 });
 

@@ -3,7 +3,8 @@ import { z } from 'zod';
 import { InferenceError } from '../core/errors.js';
 import type { ChatMessage, Completion, InferenceBackend } from '../inference/backend.js';
 import type { RewardModel } from '../inference/reward.js';
-import { resolveTemplate, templateConfigSchema, type ChatTemplate } from '../inference/templates.js';
+import { loadTemplate } from '../inference/template-derive.js';
+import { templateConfigSchema, type ChatTemplate } from '../inference/templates.js';
 import type { Conversation, Instruction, PreferencePair, ScoredResponse } from '../serde/records.generated.js';
 import { dead, defineProcessor, eachRecord, reject, type InputRecord, type Outcome, type Processor, type StageContext } from './stage.js';
 
@@ -59,14 +60,22 @@ function extremes(scored: readonly ScoredResponse[]): { best: number; worst: num
  * and pairs the highest-scored (chosen) with the lowest (rejected).
  */
 export class PreferencePairGenerator implements Processor<PreferenceInput, PreferencePair> {
-  private readonly template: ChatTemplate;
+  private template: Promise<ChatTemplate> | undefined;
 
   constructor(
     private readonly backend: InferenceBackend,
     private readonly rewards: RewardModel,
     private readonly config: Config,
-  ) {
-    this.template = resolveTemplate(config.template).template;
+  ) {}
+
+  /** Resolves the template (derived from the model's own for `auto`) before the first record. */
+  async init(): Promise<void> {
+    await this.chatTemplate();
+  }
+
+  private chatTemplate(): Promise<ChatTemplate> {
+    this.template ??= loadTemplate(this.config.template, this.backend).then((r) => r.template);
+    return this.template;
   }
 
   /** `candidates` samples: asked for with `n`, topped up by further calls from backends that return fewer. */
@@ -74,13 +83,14 @@ export class PreferencePairGenerator implements Processor<PreferenceInput, Prefe
     const { sampling, candidates, systemPrompt } = this.config;
     const messages: ChatMessage[] = [...(systemPrompt ? [{ role: 'system' as const, content: systemPrompt }] : []), { role: 'user', content: instruction }];
     const common = { temperature: sampling.temperature, topP: sampling.topP, maxTokens: sampling.maxTokens, repetitionPenalty: sampling.repetitionPenalty, signal: ctx.signal };
-    const prompt = this.template.formatConversation(messages, { addGenerationPrompt: true });
+    const template = await this.chatTemplate();
+    const prompt = template.formatConversation(messages, { addGenerationPrompt: true });
     const out: Completion[] = [];
     for (let calls = 0; out.length < candidates && calls < candidates; calls++) {
       const n = candidates - out.length;
       const got = this.config.mode === 'chat'
         ? await this.backend.chat({ ...common, n, messages })
-        : await this.backend.complete({ ...common, n, prompt, stop: [...this.template.stop], stopTokenIds: [...this.template.stopTokenIds] });
+        : await this.backend.complete({ ...common, n, prompt, stop: [...template.stop], stopTokenIds: [...template.stopTokenIds] });
       out.push(...got.slice(0, n));
       await ctx.heartbeat();
     }

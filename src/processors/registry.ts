@@ -9,6 +9,7 @@ import { tagLanguage } from './tag-language.js';
 import { tagLlmJudge } from './tag-llm-judge.js';
 import { tagSafety } from './tag-safety.js';
 import { tagReward } from './tag-reward.js';
+import { rewardDifference } from './reward-difference.js';
 import { generatePreferences } from './generate-preferences.js';
 
 /** Every stage type a topology can name. One line per stage file. */
@@ -23,5 +24,6 @@ export const STAGE_DEFINITIONS: readonly AnyStageDefinition[] = [
   tagLlmJudge,
   tagSafety,
   tagReward,
+  rewardDifference,
   generatePreferences,
 ];

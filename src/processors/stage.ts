@@ -76,7 +76,14 @@ export interface Processor<I, O> {
 
 /** Produces records from nothing (e.g. Magpie instruction extraction). */
 export interface Source<O> {
-  init?(ctx: StageContext): Promise<void>;
+  /**
+   * One writer at a time (e.g. a source counting towards a target across restarts): every instance writes with
+   * the same transactional id, a new one fences the old, and the old one stops producing. Otherwise each
+   * instance writes on its own and any number run side by side.
+   */
+  readonly exclusive?: boolean;
+  /** `state` reads the source's own extra ports back (e.g. progress committed before a restart). */
+  init?(ctx: StageContext, state: StateRestorer): Promise<void>;
   /** Up to `max` outcomes; an empty array means the source is finished. */
   next(max: number, ctx: StageContext): Promise<Outcome<O>[]>;
   close?(): Promise<void>;
@@ -111,8 +118,11 @@ interface StageDefinitionBase<C extends z.ZodObject> {
   readonly uses?: (config: z.infer<C>) => StageUses;
   /** Avro record of the main output. */
   readonly outputSchema: SchemaName;
-  /** Extra outputs besides 'out', e.g. a changelog for state; each maps to a topic in the topology. */
-  readonly extraPorts?: Readonly<Record<string, { schema: SchemaName; compacted?: boolean }>>;
+  /**
+   * Extra outputs besides 'out', e.g. a changelog for state; each maps to a topic in the topology. A port with
+   * `defaultSuffix` needs no topic in the topology: it defaults to the stage's output topic plus the suffix.
+   */
+  readonly extraPorts?: Readonly<Record<string, { schema: SchemaName; compacted?: boolean; defaultSuffix?: string }>>;
   /**
    * The stage keeps one state over its whole input in arrival order (an index of every earlier record): its
    * input must have one partition, read with concurrency 1 and exactly-once.

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { Conversation } from '../serde/records.generated.js';
 import { extractJson, JUDGE_TASKS, type JudgeTask } from './judge-prompts.js';
 import { defineProcessor, type Processor } from './stage.js';
-import { askJudge, DEFAULT_JUDGE_SAMPLING, judgeSamplingSchema, recordTag, tagEach } from './tagging.js';
+import { askJudge, DEFAULT_JUDGE_SAMPLING, judgeSamplingSchema, recordTag, skipDuplicatesField, skipIfDuplicate, tagEach } from './tagging.js';
 
 const config = z.strictObject({
   /** Name of an inference backend declared in the topology. */
@@ -13,6 +13,8 @@ const config = z.strictObject({
   maxInFlight: z.number().int().min(1).max(1024).default(8),
   /** Send the answer's JSON schema for constrained decoding; turn off for backends that reject it. */
   constrainOutput: z.boolean().default(true),
+  /** Leave records already marked is_duplicate untagged (null, with the reason in tag_failures). */
+  skipDuplicates: skipDuplicatesField,
 });
 
 /** The record fields each judge task writes, from its parsed answer. */
@@ -32,6 +34,13 @@ function judgementFields(task: JudgeTask, answer: unknown): Partial<Conversation
     }
   }
 }
+
+/** The field naming the judge's model, as in the released Magpie datasets. */
+const GENERATOR_FIELD = {
+  task_category: 'task_category_generator',
+  difficulty: 'difficulty_generator',
+  input_quality: 'quality_generator',
+} as const satisfies Record<JudgeTask, keyof Conversation>;
 
 /** The fields each judge task sets (other_task_category is always a list, so task_category stands for it). */
 const JUDGEMENT_FIELDS: Record<JudgeTask, readonly (keyof Conversation)[]> = {
@@ -63,9 +72,11 @@ export const tagLlmJudge = defineProcessor({
     return {
       process: (batch, ctx) =>
         tagEach(batch, ctx, cfg.maxInFlight, async (record, signal) => {
+          const skipped = skipIfDuplicate(record, cfg.task, cfg.skipDuplicates);
+          if (skipped) return skipped;
           const request = { messages: spec.messages(record.instruction), jsonSchema: cfg.constrainOutput ? spec.jsonSchema : undefined };
           const judged = await askJudge(backend, request, cfg.sampling, parse, signal);
-          return recordTag(record, cfg.task, judged, (answer) => judgementFields(cfg.task, answer));
+          return recordTag(record, cfg.task, judged, (answer) => ({ ...judgementFields(cfg.task, answer), [GENERATOR_FIELD[cfg.task]]: backend.model }));
         }),
     };
   },

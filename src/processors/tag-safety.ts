@@ -3,7 +3,7 @@ import type { ChatMessage } from '../inference/backend.js';
 import type { Conversation } from '../serde/records.generated.js';
 import { parseSafetyVerdict, safetyPromptMessages } from './judge-prompts.js';
 import { defineProcessor, type Processor } from './stage.js';
-import { askJudge, judgeSamplingSchema, recordTag, tagEach } from './tagging.js';
+import { askJudge, judgeSamplingSchema, recordTag, skipDuplicatesField, skipIfDuplicate, tagEach } from './tagging.js';
 
 const TAG = 'llama_guard_2';
 
@@ -20,6 +20,8 @@ const config = z.strictObject({
   sampling: judgeSamplingSchema.default({ temperature: 0, topP: 1, maxTokens: 16, retries: 2, retryTemperature: 0.7 }),
   /** Judge requests in flight per batch (the common `concurrency` is input partitions). */
   maxInFlight: z.number().int().min(1).max(1024).default(8),
+  /** Leave records already marked is_duplicate untagged (null, with the reason in tag_failures). */
+  skipDuplicates: skipDuplicatesField,
 });
 type Config = z.infer<typeof config>;
 
@@ -43,6 +45,8 @@ export const tagSafety = defineProcessor({
     return {
       process: (batch, ctx) =>
         tagEach(batch, ctx, cfg.maxInFlight, async (record, signal) => {
+          const skipped = skipIfDuplicate(record, TAG, cfg.skipDuplicates);
+          if (skipped) return skipped;
           const judged = await askJudge(backend, { messages: safetyMessages(cfg, record) }, cfg.sampling, parseSafetyVerdict, signal);
           return recordTag(record, TAG, judged, (verdict) => ({ llama_guard_2: verdict }));
         }),

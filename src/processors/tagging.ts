@@ -21,6 +21,18 @@ export function recordTag<T>(record: Conversation, tag: string, judged: Judged<T
 }
 
 /**
+ * LLM judges spend GPU time; a record the dedupe stage already marked as a near-duplicate is filtered out
+ * anyway, so by default its tag stays null with this reason. A replay with `skipDuplicates: false` fills it.
+ */
+export const skipDuplicatesField = z.boolean().default(true);
+export const DUPLICATE_SKIP_REASON = 'skipped: the record is a near-duplicate (is_duplicate); judge it with skipDuplicates: false';
+
+/** The record with `tag` noted as skipped when it is a known duplicate and skipping is on; else undefined. */
+export function skipIfDuplicate(record: Conversation, tag: string, skipDuplicates: boolean): Conversation | undefined {
+  return skipDuplicates && record.is_duplicate === true ? recordTag(record, tag, { ok: false, reason: DUPLICATE_SKIP_REASON }, () => ({})) : undefined;
+}
+
+/**
  * Tags every record of a batch, `concurrency` at a time; each record flows on, tagged or with a tag failure.
  * A record whose call throws (server timeout, 5xx) becomes a `failed` outcome on its own: the runner retries
  * it alone, and the records already tagged keep their result.

@@ -48,6 +48,12 @@ export interface Histogram {
   summary: Summary | null;
 }
 
+/** A summary of one group of records, e.g. the min_neighbor_distance of one decoding setting. */
+export interface GroupSummary {
+  key: string;
+  summary: Summary;
+}
+
 export interface Grouped {
   key: string;
   count: number;
@@ -75,6 +81,21 @@ export interface ReportSources {
   rejects?: string | undefined;
   deadLetter?: string | undefined;
 }
+
+/** A record shown as an example: the newest ones (by created_at) give a feel for what the feed produces now. */
+export interface SampleRecord {
+  uuid: string;
+  createdAt: number;
+  instruction: string;
+  response: string | null;
+  taskCategory: string | null;
+  minNeighborDistance: number | null;
+}
+
+/** Records kept as examples, and the characters kept of each text. */
+const SAMPLES = 5;
+const SAMPLE_CHARS = 300;
+const clip = (text: string) => (text.length > SAMPLE_CHARS ? `${text.slice(0, SAMPLE_CHARS - 1)}…` : text);
 
 export interface ReportData {
   title: string;
@@ -110,6 +131,10 @@ export interface ReportData {
   /** Characters of the response (the chosen one for preference pairs). */
   responseLength: Histogram;
   minNeighborDistance: Histogram;
+  /** min_neighbor_distance per decoding setting (gen_input_configs.decoding_key), the paper's diversity comparison. */
+  distanceByDecoding: GroupSummary[];
+  /** min_neighbor_distance per system-prompt key. */
+  distanceBySystemPrompt: GroupSummary[];
   /** instruct_reward of conversations, chosen_reward of preference pairs. */
   reward: Histogram;
   /** chosen_reward − rejected_reward of preference pairs. */
@@ -118,6 +143,8 @@ export interface ReportData {
   deadLetterCodes: Grouped[];
   undecodableReasons: Grouped[];
   throughput: Throughput;
+  /** The newest records (created_at, then uuid), newest first: the same whatever order partitions were read in. */
+  latest: SampleRecord[];
 }
 
 const TAGS: readonly { tag: string; present: (r: Conversation | PreferencePair) => boolean }[] = [
@@ -252,6 +279,11 @@ export function throughput(created: readonly number[], rejected: readonly number
   };
 }
 
+/** One summary per group, by key. */
+function groupSummaries(groups: ReadonlyMap<string, readonly number[]>): GroupSummary[] {
+  return [...groups].map(([key, values]) => ({ key, summary: summarize(values)! })).sort((a, b) => a.key.localeCompare(b.key));
+}
+
 /** `unsafe\nS2` → `unsafe S2`. */
 function safetyLabel(verdict: string): string {
   return verdict.trim().split(/\s+/).join(' ');
@@ -273,10 +305,13 @@ export class ReportAggregator {
   private readonly instructionLengths: number[] = [];
   private readonly responseLengths: number[] = [];
   private readonly distances: number[] = [];
+  private readonly distancesByDecoding = new Map<string, number[]>();
+  private readonly distancesBySystemPrompt = new Map<string, number[]>();
   private readonly rewards: number[] = [];
   private readonly margins: number[] = [];
   private readonly created: number[] = [];
   private readonly rejectedAt: number[] = [];
+  private readonly samples: SampleRecord[] = [];
   private records = 0;
   private rejects = 0;
   private deadLetters = 0;
@@ -295,11 +330,13 @@ export class ReportAggregator {
       case 'magpie.Instruction': {
         const r = value as Instruction;
         this.common(schema, r.instruction, r.created_at);
+        this.sample({ uuid: r.uuid, createdAt: r.created_at, instruction: r.instruction, response: null, taskCategory: null, minNeighborDistance: null });
         return;
       }
       case 'magpie.Conversation': {
         const r = value as Conversation;
         this.common(schema, r.instruction, r.created_at);
+        this.sample({ uuid: r.uuid, createdAt: r.created_at, instruction: r.instruction, response: r.response, taskCategory: r.task_category, minNeighborDistance: r.min_neighbor_distance });
         this.responseLengths.push(r.response.length);
         if (r.response_finish_reason === 'length') this.truncated++;
         if (r.is_duplicate) this.duplicates++;
@@ -307,11 +344,13 @@ export class ReportAggregator {
         if (r.tag_failures.length) this.withTagFailures++;
         for (const f of r.tag_failures) this.failures.add(f.tag);
         this.tags(r);
+        if (r.min_neighbor_distance != null) this.distanceBySetting(r.gen_input_configs, r.min_neighbor_distance);
         return;
       }
       case 'magpie.PreferencePair': {
         const r = value as PreferencePair;
         this.common(schema, r.instruction, r.created_at);
+        this.sample({ uuid: r.uuid, createdAt: r.created_at, instruction: r.instruction, response: r.chosen, taskCategory: r.task_category, minNeighborDistance: r.min_neighbor_distance });
         this.responseLengths.push(r.chosen.length);
         if (r.candidates.find((c) => c.response === r.chosen)?.finish_reason === 'length') this.truncated++;
         this.rewards.push(r.chosen_reward);
@@ -339,6 +378,24 @@ export class ReportAggregator {
   addUndecodable(topic: string, code: string, reason: string): void {
     this.undecodableCount++;
     this.undecodable.add(code, topic, reason);
+  }
+
+  private distanceBySetting(g: Conversation['gen_input_configs'], distance: number): void {
+    // Records from before mixtures have no keys: their sampling and system prompt still name the group.
+    const decoding = g.decoding_key ?? `t${g.temperature}-p${g.top_p}`;
+    const system = g.system_prompt_key ?? (g.system_prompt == null ? 'none' : 'custom');
+    for (const [groups, key] of [[this.distancesByDecoding, decoding], [this.distancesBySystemPrompt, system]] as const) {
+      const list = groups.get(key) ?? groups.set(key, []).get(key)!;
+      list.push(distance);
+    }
+  }
+
+  private sample(r: SampleRecord): void {
+    const newer = (a: SampleRecord, b: SampleRecord) => a.createdAt > b.createdAt || (a.createdAt === b.createdAt && a.uuid > b.uuid);
+    if (this.samples.length === SAMPLES && !newer(r, this.samples.at(-1)!)) return;
+    const at = this.samples.findIndex((s) => newer(r, s));
+    this.samples.splice(at === -1 ? this.samples.length : at, 0, { ...r, instruction: clip(r.instruction), response: r.response === null ? null : clip(r.response) });
+    if (this.samples.length > SAMPLES) this.samples.pop();
   }
 
   private common(schema: SchemaName, instruction: string, createdAt: number): void {
@@ -392,12 +449,15 @@ export class ReportAggregator {
       instructionLength: histogram(this.instructionLengths),
       responseLength: histogram(this.responseLengths),
       minNeighborDistance: histogram(this.distances),
+      distanceByDecoding: groupSummaries(this.distancesByDecoding),
+      distanceBySystemPrompt: groupSummaries(this.distancesBySystemPrompt),
       reward: histogram(this.rewards),
       preferenceMargin: histogram(this.margins),
       rejectRules: this.rejectRules.list(),
       deadLetterCodes: this.deadCodes.list(),
       undecodableReasons: this.undecodable.list(),
       throughput: throughput(this.created, this.rejectedAt),
+      latest: this.samples.map((r) => ({ ...r })),
     };
   }
 }

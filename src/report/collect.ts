@@ -19,7 +19,16 @@ export interface CollectOptions extends ReportSources {
 /** Reads the topic (and its rejects and dead letters) from the beginning to the current end into a report. */
 export async function collectReport(kafka: Kafka, serde: RecordSerde, options: CollectOptions): Promise<ReportData> {
   const aggregator = new ReportAggregator({ topic: options.topic, rejects: options.rejects, deadLetter: options.deadLetter });
-  const read = async (topic: string, schemaOf: (raw: RawRecord) => SchemaName, add: (schema: SchemaName, value: unknown) => void) => {
+  for (const read of reportReaders(kafka, serde, aggregator, options, false)) await read();
+  return aggregator.result(options.title, Date.now());
+}
+
+/**
+ * One reader per source topic, each feeding the aggregator: to the current end, or following new records
+ * (the live report). The static and the live report aggregate with the same code.
+ */
+export function reportReaders(kafka: Kafka, serde: RecordSerde, aggregator: ReportAggregator, options: Omit<CollectOptions, 'title'>, follow: boolean): (() => Promise<void>)[] {
+  const read = (topic: string, schemaOf: (raw: RawRecord) => SchemaName, add: (schema: SchemaName, value: unknown) => void) => async () => {
     const count = await readTopic(kafka, topic, async (raw) => {
       const source = { topic: raw.topic, partition: raw.partition, offset: raw.offset };
       try {
@@ -28,15 +37,16 @@ export async function collectReport(kafka: Kafka, serde: RecordSerde, options: C
       } catch (err) {
         aggregator.addUndecodable(topic, errorCode(err), `${raw.topic}[${raw.partition}]@${raw.offset}: ${errorMessage(err)}`);
       }
-    }, { ...(options.signal ? { signal: options.signal } : {}) });
+    }, { follow, ...(options.signal ? { signal: options.signal } : {}) });
     options.onTopicRead?.(topic, count);
   };
   const written = (raw: RawRecord): SchemaName => {
     const header = raw.headers[SCHEMA_HEADER];
     return options.schema ?? (SCHEMA_NAMES.includes(header as SchemaName) ? (header as SchemaName) : 'magpie.Conversation');
   };
-  await read(options.topic, written, (schema, value) => aggregator.add(schema, value));
-  if (options.rejects) await read(options.rejects, () => 'magpie.Rejected', (_, value) => aggregator.addReject(value as Rejected));
-  if (options.deadLetter) await read(options.deadLetter, () => 'magpie.DeadLetter', (_, value) => aggregator.addDeadLetter(value as DeadLetter));
-  return aggregator.result(options.title, Date.now());
+  return [
+    read(options.topic, written, (schema, value) => aggregator.add(schema, value)),
+    ...(options.rejects ? [read(options.rejects, () => 'magpie.Rejected', (_, value) => aggregator.addReject(value as Rejected))] : []),
+    ...(options.deadLetter ? [read(options.deadLetter, () => 'magpie.DeadLetter', (_, value) => aggregator.addDeadLetter(value as DeadLetter))] : []),
+  ];
 }

@@ -3,7 +3,7 @@
  * request. The numbers are embedded as JSON in `<script type="application/json" id="report-data">` for
  * tests and notebooks to read back.
  */
-import type { Count, Grouped, Histogram, ReportData } from './aggregate.js';
+import type { Count, Grouped, GroupSummary, Histogram, ReportData, SampleRecord } from './aggregate.js';
 import { barChart, escapeHtml, formatNumber, histogramChart, lineChart, percent } from './charts.js';
 
 /** JSON that cannot end the script element it sits in, nor open a comment there. */
@@ -68,6 +68,15 @@ function distribution(id: string, title: string, rows: readonly Count[], total: 
   return figure(id, title, `${formatNumber(tagged)} of ${formatNumber(total)} records tagged`, barChart(rows, title, total));
 }
 
+function latestTable(rows: readonly SampleRecord[]): string {
+  if (rows.length === 0) return '<p class="sub">no records yet</p>';
+  const cell = (v: string | number | null) => (v === null ? '<td class="sub">–</td>' : `<td>${escapeHtml(String(v))}</td>`);
+  const body = rows
+    .map((r) => `<tr>${cell(formatTime(r.createdAt))}${cell(r.instruction)}${cell(r.response)}${cell(r.taskCategory)}${cell(r.minNeighborDistance === null ? null : r.minNeighborDistance.toFixed(3))}</tr>`)
+    .join('');
+  return `<table class="latest"><thead><tr><th>created (UTC)</th><th>instruction</th><th>response</th><th>task</th><th>min distance</th></tr></thead><tbody>${body}</tbody></table>`;
+}
+
 function groupedTable(rows: readonly Grouped[], keyName: string, total: number): string {
   if (rows.length === 0) return '';
   const body = rows
@@ -76,13 +85,23 @@ function groupedTable(rows: readonly Grouped[], keyName: string, total: number):
   return `<table><thead><tr><th>${escapeHtml(keyName)}</th><th>count</th><th>share</th><th>stage</th><th>example reason</th></tr></thead><tbody>${body}</tbody></table>`;
 }
 
+/** min_neighbor_distance by group: higher is more diverse. */
+function groupSummaryTable(rows: readonly GroupSummary[], keyName: string): string {
+  const f = (v: number) => formatNumber(v);
+  const body = rows
+    .map(({ key, summary: s }) => `<tr><td>${escapeHtml(key)}</td><td class="num">${f(s.count)}</td><td class="num">${f(s.mean)}</td><td class="num">${f(s.p10)}</td><td class="num">${f(s.median)}</td><td class="num">${f(s.p90)}</td></tr>`)
+    .join('');
+  return `<table><thead><tr><th>${escapeHtml(keyName)}</th><th>records</th><th>mean</th><th>p10</th><th>median</th><th>p90</th></tr></thead><tbody>${body}</tbody></table>`;
+}
+
 /** Axis labels: `14:05` within one UTC day (the subtitle gives the date), else `06-15 14:05`. */
 function tickFormat(first: number | null, last: number | null): (ms: number) => string {
   const sameDay = first !== null && last !== null && formatTime(first).slice(0, 10) === formatTime(last).slice(0, 10);
   return (ms) => formatTime(ms).slice(sameDay ? 11 : 5);
 }
 
-export function renderReport(data: ReportData): string {
+/** The page; `head` adds to its head (the live report's refresh script). */
+export function renderReport(data: ReportData, head = ''): string {
   const t = data.totals;
   const tagged = t.taggable;
   const span = data.throughput.first === null || data.throughput.last === null ? '–' : `${formatTime(data.throughput.first)} → ${formatTime(data.throughput.last)} UTC`;
@@ -116,6 +135,12 @@ export function renderReport(data: ReportData): string {
     figure('instruction-length', 'Instruction length (characters)', summaryLine(data.instructionLength), histogramChart(data.instructionLength.bins, 'Instruction length')),
     figure('response-length', 'Response length (characters)', summaryLine(data.responseLength), histogramChart(data.responseLength.bins, 'Response length')),
     figure('min-neighbor-distance', 'Min neighbor distance', `${formatNumber(t.duplicates)} near-duplicates · ${summaryLine(data.minNeighborDistance)}`, histogramChart(data.minNeighborDistance.bins, 'Min neighbor distance')),
+    ...(data.distanceByDecoding.length > 0
+      ? [
+        figure('distance-by-decoding', 'Min neighbor distance by decoding setting', 'diversity of each sampling setting (gen_input_configs.decoding_key)', groupSummaryTable(data.distanceByDecoding, 'decoding setting')),
+        figure('distance-by-system-prompt', 'Min neighbor distance by system prompt', 'diversity under each system prompt (gen_input_configs.system_prompt_key)', groupSummaryTable(data.distanceBySystemPrompt, 'system prompt')),
+      ]
+      : []),
     figure('reward', 'Reward', `instruct_reward (chosen_reward for preference pairs) · ${summaryLine(data.reward)}`, histogramChart(data.reward.bins, 'Reward')),
     ...(data.preferenceMargin.summary ? [figure('preference-margin', 'Preference margin', `chosen_reward − rejected_reward · ${summaryLine(data.preferenceMargin)}`, histogramChart(data.preferenceMargin.bins, 'Preference margin'))] : []),
     figure('throughput', 'Throughput', `records and rejects per minute, ${data.throughput.bucketMinutes}-minute buckets · ${span}`,
@@ -128,6 +153,7 @@ export function renderReport(data: ReportData): string {
     figure('dead-letters', 'Dead letters by code', `${formatNumber(t.deadLetters)} dead letters`,
       barChart(data.deadLetterCodes.map((g) => ({ label: g.key, count: g.count })), 'Dead letters') + groupedTable(data.deadLetterCodes, 'code', t.deadLetters), true),
     figure('tag-failures', 'Tag failures by tag', `${formatNumber(t.withTagFailures)} records with at least one`, barChart(data.tagFailures, 'Tag failures', t.records)),
+    figure('latest-records', 'Latest records', `the ${data.latest.length} newest by created_at`, latestTable(data.latest), true),
     ...(t.undecodable ? [figure('undecodable', 'Undecodable records', `${formatNumber(t.undecodable)} records skipped`, groupedTable(data.undecodableReasons, 'code', t.undecodable), true)] : []),
   ].join('\n');
 
@@ -137,7 +163,7 @@ export function renderReport(data: ReportData): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
 <title>${escapeHtml(data.title)}</title>
-<style>${CSS}</style>
+<style>${CSS}</style>${head}
 </head>
 <body>
 <h1>${escapeHtml(data.title)}</h1>

@@ -25,12 +25,20 @@ export interface GenInputConfigs {
   max_tokens: number;
   /** Backend and model id that sampled the instruction. */
   input_generator: string;
-  /** Default: null. */
+  /** The sampling seed sent for this sample, if any. Default: null. */
   seed: number | null;
   template_family: string;
   pre_query_template: string;
   /** Default: null. */
   system_prompt: string | null;
+  /** Stop strings sent with the request. Default: []. */
+  stop: string[];
+  /** Stop token ids sent with the request. Default: []. */
+  stop_token_ids: number[];
+  /** Key of the system prompt drawn from the stage's mixture: none, math, code, translation or a custom key. Default: null. */
+  system_prompt_key: string | null;
+  /** Name of the decoding setting of the stage's sampling mixture that sampled the instruction. Default: null. */
+  decoding_key: string | null;
 }
 
 /** An instruction with its response(s) and every tag the pipeline has added so far. Tags are null until their stage has run. */
@@ -40,6 +48,8 @@ export interface Conversation {
   gen_input_configs: GenInputConfigs;
   instruction: string;
   response: string;
+  /** Thinking part of a reasoning model's first answer; response holds the answer alone. Default: null. */
+  reasoning: string | null;
   /** All turns, ShareGPT style; a single-turn record has one human and one gpt turn. */
   conversations: Turn[];
   gen_response_configs: GenResponseConfigs;
@@ -75,8 +85,20 @@ export interface Conversation {
   instruct_reward: number | null;
   /** Default: null. */
   reward_model: string | null;
+  /** A base (non-chat) model's answer to the instruction. Default: null. */
+  base_output: string | null;
+  /** The reward model's score of base_output. Default: null. */
+  base_reward: number | null;
+  /** instruct_reward minus base_reward. Default: null. */
+  reward_difference: number | null;
   /** ISO 639-1 code where one exists, else ISO 639-3; 'und' when undetermined. Default: null. */
   language: string | null;
+  /** Model that judged task_category. Default: null. */
+  task_category_generator: string | null;
+  /** Model that judged difficulty, intent and knowledge. Default: null. */
+  difficulty_generator: string | null;
+  /** Model that judged input_quality. Default: null. */
+  quality_generator: string | null;
   /** Instruction embedding; dropped by the dedupe stage once used. Default: null. */
   embedding: number[] | null;
   /** Default: null. */
@@ -221,6 +243,21 @@ export interface Rejected {
   rejected_at: number;
 }
 
+/** What a source stage has committed so far, keyed by stage name on a compacted topic and written in the same transaction as its outputs: a restart resumes from it. */
+export interface SourceProgress {
+  stage: string;
+  /** Records written to the output. */
+  produced: number;
+  /** Default: 0. */
+  rejected: number;
+  /** Requests started; seeds of later requests continue from here. Default: 0. */
+  requests: number;
+  /** Records written per decoding setting. Default: {}. */
+  produced_by_key: Record<string, number>;
+  /** Milliseconds since the Unix epoch. */
+  updated_at: number;
+}
+
 /** The TS type of each top-level record, by schema name. */
 export interface RecordTypes {
   'magpie.Instruction': Instruction;
@@ -229,4 +266,5 @@ export interface RecordTypes {
   'magpie.IndexEntry': IndexEntry;
   'magpie.PreferencePair': PreferencePair;
   'magpie.Rejected': Rejected;
+  'magpie.SourceProgress': SourceProgress;
 }

@@ -124,9 +124,13 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   const client = createKafka(topology.kafka, logger);
   const runners = new Map<string, Runner>();
   const stopping = new Set<string>();
+  // A refusal while the stages start fails the start itself: no caller is listening for 'fatal' yet.
+  let refusedAtStart: KafkaAccessError | undefined;
+  let started = false;
   // A refused stage stops (its uncommitted chunk is abandoned, so consumed again later) or keeps retrying.
   const deny = (names: readonly string[]) => (err: KafkaAccessError) => {
     if (topology.kafka.onAccessDenied === 'wait') return;
+    if (!started) refusedAtStart ??= err;
     for (const name of names) {
       const runner = runners.get(name);
       if (!runner || stopping.has(name)) continue;
@@ -141,7 +145,7 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   const serde = createKafkaSerde(kafka, topology.serde, logger);
   const metrics = options.metrics ?? new StageMetrics();
   const ownResources = options.resources === undefined;
-  const resources = options.resources ?? new Resources(topology, logger);
+  const resources = options.resources ?? new Resources(topology, logger, metrics);
   const closeResources = () => (ownResources ? resources.close() : Promise.resolve());
   let starting: string | undefined;
   const stageKafka = (stage: ResolvedStage): Kafka =>
@@ -157,6 +161,8 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
       const target = routeTarget(stage);
       const def = stage.definition;
       if (def.kind === 'source') {
+        const count = (stage.config as { count?: unknown }).count;
+        if (typeof count === 'number') metrics.setSourceTarget(stage.name, count);
         const runner = new SourceRunner(def.create(stage.config as never, deps), {
           kafka: stageKafka(stage), serde, logger, metrics, target, batchSize: stage.batchSize ?? 32, exactlyOnce: stage.exactlyOnce, transactionalIdPrefix: `${stage.groupId}-source`,
         });
@@ -174,6 +180,8 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
         await runner.start();
       }
     }
+    if (refusedAtStart) throw refusedAtStart;
+    started = true;
   } catch (err) {
     logger.fatal({ stage: starting, err: err instanceof Error ? err.message : String(err) }, starting ? `stage ${starting} cannot start` : 'resources cannot be loaded');
     await Promise.allSettled([...runners.values()].map((r) => r.stop(0)));

@@ -167,8 +167,10 @@ export function parseTopology(text: string, source: string, options: LoadOptions
     if (definition.kind === 'processor' && !s.input) problems.push(`stages[${i}].input: stage type '${s.type}' consumes a topic; give input`);
     if (definition.kind === 'source' && s.input) problems.push(`stages[${i}].input: stage type '${s.type}' is a source and takes no input`);
     const extraPorts = Object.keys(definition.extraPorts ?? {});
-    for (const port of extraPorts) {
-      if (!s.ports[port]) problems.push(`stages[${i}].ports.${port}: stage type '${s.type}' needs a topic for its '${port}' port`);
+    const defaultPorts: Record<string, string> = {};
+    for (const [port, spec] of Object.entries(definition.extraPorts ?? {})) {
+      if (!s.ports[port] && spec.defaultSuffix !== undefined) defaultPorts[port] = topic(`${s.output}${spec.defaultSuffix}`);
+      else if (!s.ports[port]) problems.push(`stages[${i}].ports.${port}: stage type '${s.type}' needs a topic for its '${port}' port`);
     }
     if (Object.values(definition.extraPorts ?? {}).some((p) => p.compacted) && s.window !== undefined && s.window > 1) {
       problems.push(`stages[${i}].window: stage type '${s.type}' keeps state and processes one chunk at a time; remove window or set it to 1`);
@@ -198,7 +200,7 @@ export function parseTopology(text: string, source: string, options: LoadOptions
       portSchemas,
       uses,
       input: s.input === undefined ? undefined : topic(s.input),
-      ports: { out: topic(s.output), ...Object.fromEntries(Object.entries(s.ports).map(([p, name]) => [p, topic(name)])) },
+      ports: { out: topic(s.output), ...defaultPorts, ...Object.fromEntries(Object.entries(s.ports).map(([p, name]) => [p, topic(name)])) },
       rejects: topic(s.rejects ?? topics.rejects),
       deadLetter: topic(s.deadLetter ?? topics.deadLetter),
       groupId: `${topics.prefix}${t.name}.${s.name}`,

@@ -1,9 +1,11 @@
 import { ConfigError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import type { StageMetrics } from '../core/metrics.js';
 import type { Embedder } from '../embedding/embedder.js';
 import { createEmbedder } from '../embedding/transformers.js';
 import type { InferenceBackend } from '../inference/backend.js';
 import { createBackend } from '../inference/factory.js';
+import { instrumentBackend } from '../inference/instrumented.js';
 import { RewardClient, type RewardModel } from '../inference/reward.js';
 import type { StageDeps } from '../processors/stage.js';
 import type { ResolvedStage, StageResources, Topology } from './load.js';
@@ -51,8 +53,13 @@ export class Resources {
   constructor(
     private readonly topology: Topology,
     private readonly logger: Logger,
+    /** When given, each backend reports its requests, tokens and latency here. */
+    private readonly metrics?: StageMetrics,
   ) {
-    this.backends = new Pool((name) => createBackend(name, this.config('backends', name), this.logger));
+    this.backends = new Pool(async (name) => {
+      const backend = await createBackend(name, this.config('backends', name), this.logger);
+      return this.metrics ? instrumentBackend(name, backend, this.metrics) : backend;
+    });
     this.embedders = new Pool((name) => createEmbedder(this.config('embedders', name)));
     this.rewards = new Pool(async (name) => new RewardClient(this.config('rewards', name), name));
   }

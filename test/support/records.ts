@@ -8,7 +8,7 @@ export function makeInstruction(i: number, text = `Test instruction number ${i}?
   return {
     uuid: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
     model: 'test-model',
-    gen_input_configs: { temperature: 1, top_p: 1, max_tokens: 128, input_generator: 'test', seed: null, template_family: 'chatml', pre_query_template: '<|im_start|>user\n', system_prompt: null },
+    gen_input_configs: { temperature: 1, top_p: 1, max_tokens: 128, input_generator: 'test', seed: null, template_family: 'chatml', pre_query_template: '<|im_start|>user\n', system_prompt: null, stop: [], stop_token_ids: [], system_prompt_key: null, decoding_key: null },
     instruction: text,
     finish_reason: 'stop',
     instruction_tokens: 8,
@@ -24,6 +24,7 @@ export function makeConversation(i: number, instruction = `Test instruction numb
     gen_input_configs: ins.gen_input_configs,
     instruction,
     response,
+    reasoning: null,
     conversations: [{ from: 'human', value: instruction }, { from: 'gpt', value: response }],
     gen_response_configs: { temperature: 0, top_p: 1, max_tokens: 256, repetition_penalty: 1, output_generator: 'test' },
     instruction_finish_reason: 'stop',
@@ -34,7 +35,9 @@ export function makeConversation(i: number, instruction = `Test instruction numb
     response_length: response.length,
     task_category: null, other_task_category: [], intent: null, knowledge: null, difficulty: null,
     input_quality: null, quality_explanation: null, llama_guard_2: null, instruct_reward: null, reward_model: null,
-    language: null, embedding: null, embedding_model: null, min_neighbor_distance: null, min_similar_uuid: null,
+    base_output: null, base_reward: null, reward_difference: null,
+    language: null, task_category_generator: null, difficulty_generator: null, quality_generator: null,
+    embedding: null, embedding_model: null, min_neighbor_distance: null, min_similar_uuid: null,
     repeat_count: null, is_duplicate: null, tag_failures: [], created_at: ins.created_at,
   };
 }

@@ -40,7 +40,7 @@ export function registerAcls(program: Command): void {
       else if (opts.format === 'kafka-acls') process.stdout.write(`${rules.map((r) => kafkaAclsCommand(r, topology.kafka.brokers.join(','))).join('\n')}\n`);
       else process.stdout.write(table(acls));
       if (!opts.apply) return;
-      const logger = cliLogger(global);
+      const logger = await cliLogger(global);
       const kafkaConfig = opts.adminUser
         ? {
             ...topology.kafka,

@@ -1,17 +1,9 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import { ConfigError } from '../../core/errors.js';
-import { createKafka } from '../../kafka/client.js';
-import { exportTopic } from '../../export/export-topic.js';
-import { EXPORT_FORMATS, type ExportFormat } from '../../export/formats.js';
-import { readProgress } from '../../export/progress.js';
-import { fileKindOf } from '../../export/row-writer.js';
-import { followToShards } from '../../export/shard-follower.js';
-import { describeSummary } from '../../export/training-rows.js';
+import { EXPORT_FORMATS, REASONING_MODES, type ExportFormat, type ReasoningMode } from '../../export/formats.js';
 import { SCHEMA_NAMES, type SchemaName } from '../../serde/schemas.js';
-import { createKafkaSerde } from '../../kafka/schema-store.js';
-import { kafkaConfigSchema, serdeConfigSchema } from '../../topology/schema.js';
-import { brokersFrom, cliLogger, untilSignal, type GlobalOptions } from '../common.js';
+import { cliLogger, connectKafka, untilSignal, type GlobalOptions } from '../common.js';
 
 interface ExportOptions {
   topic: string;
@@ -24,6 +16,8 @@ interface ExportOptions {
   outDir?: string;
   shardRecords?: string;
   shardBytes?: string;
+  reasoning: ReasoningMode;
+  longest?: string;
 }
 
 const UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
@@ -50,22 +44,33 @@ export function registerExport(program: Command): void {
     .option('--out-dir <dir>', 'with --follow: directory of the shard-NNNNNN.jsonl|parquet files')
     .option('--shard-records <n>', 'with --follow: records per shard')
     .option('--shard-bytes <size>', 'with --follow: shard size, e.g. 256m (JSON size of the rows for Parquet)')
+    .addOption(new Option('--reasoning <mode>', "a reasoning model's thinking: drop it, or keep it as <think>…</think> before the first answer (and, in ShareGPT, a reasoning column)").choices(REASONING_MODES).default('drop'))
+    .option('--longest <n>', 'keep only the records with the N longest responses, in topic order (the last step of the released Magpie filters); not with --follow')
     .addHelpText('after', `
 Examples:
   magpie export --topic magpie.filtered --format sharegpt --out magpie-pro.jsonl
   magpie export --topic magpie.filtered --format openai --out nightly.parquet --group nightly-sft
   magpie export --topic magpie.preferences --format dpo --out dpo.jsonl
-  magpie export --topic magpie.filtered --follow --out-dir shards/ --shard-records 100000 --parquet`)
+  magpie export --topic magpie.filtered --follow --out-dir shards/ --shard-records 100000 --parquet
+  magpie export --topic magpie.filtered --longest 300000 --out magpie-pro-300k.jsonl
+  magpie export --topic magpie.reasoning --format openai --reasoning keep --out reasoning-sft.jsonl`)
     .action(async (opts: ExportOptions) => {
       if (opts.schema !== undefined && !SCHEMA_NAMES.includes(opts.schema as SchemaName)) throw new ConfigError(`--schema: '${opts.schema}' is not one of ${SCHEMA_NAMES.join(', ')}`);
       if (opts.follow ? opts.out !== undefined || !opts.outDir : opts.out === undefined || opts.outDir !== undefined) {
         throw new ConfigError('give --out FILE for an export up to the current end, or --follow --out-dir DIR with --shard-records or --shard-bytes');
       }
+      if (opts.follow && opts.longest !== undefined) throw new ConfigError('--longest needs the whole topic: use it with --out, not --follow');
       const global = program.opts<GlobalOptions>();
-      const logger = cliLogger(global);
-      const kafka = createKafka(kafkaConfigSchema.parse({ brokers: brokersFrom(global) }), logger);
-      const serde = createKafkaSerde(kafka, serdeConfigSchema.parse({}), logger);
-      const common = { kafka, serde, logger, topic: opts.topic, format: opts.format, ...(opts.schema ? { schema: opts.schema as SchemaName } : {}) };
+      const logger = await cliLogger(global);
+      const { kafka, serde } = await connectKafka(global, logger);
+      const [{ exportTopic }, { readProgress }, { fileKindOf }, { followToShards }, { describeSummary }] = await Promise.all([
+        import('../../export/export-topic.js'),
+        import('../../export/progress.js'),
+        import('../../export/row-writer.js'),
+        import('../../export/shard-follower.js'),
+        import('../../export/training-rows.js'),
+      ]);
+      const common = { kafka, serde, logger, topic: opts.topic, format: opts.format, formatOptions: { reasoning: opts.reasoning }, ...(opts.schema ? { schema: opts.schema as SchemaName } : {}) };
       try {
         if (opts.follow) {
           const follower = await followToShards({
@@ -86,6 +91,7 @@ Examples:
             out: opts.out!,
             kind: fileKindOf(opts.out!, opts.parquet),
             ...(opts.group ? { groupId: opts.group } : {}),
+            ...(opts.longest ? { longest: positive('--longest', opts.longest) } : {}),
             progress: readProgress(logger, { tty: Boolean(process.stderr.isTTY), label: `export ${opts.topic}` }),
             signal: stop.signal,
           });

@@ -3,12 +3,10 @@ import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { RecordError } from '../../core/errors.js';
 import { fetchMessageLimits } from '../../kafka/admin.js';
-import { createKafka, createProducer } from '../../kafka/client.js';
-import { createKafkaSerde } from '../../kafka/schema-store.js';
+import { createProducer } from '../../kafka/client.js';
 import { largestMessage, messageBytes, planSends, type OutboundMessage } from '../../kafka/send-plan.js';
 import { SCHEMA_NAMES, type SchemaName } from '../../serde/schemas.js';
-import { kafkaConfigSchema, serdeConfigSchema } from '../../topology/schema.js';
-import { brokersFrom, cliLogger, type GlobalOptions } from '../common.js';
+import { cliLogger, connectKafka, type GlobalOptions } from '../common.js';
 
 export function registerProduce(program: Command): void {
   program
@@ -21,9 +19,8 @@ export function registerProduce(program: Command): void {
     .action(async (topic: string, opts: { schema: string; file?: string; key: string }) => {
       if (!SCHEMA_NAMES.includes(opts.schema as SchemaName)) throw new RecordError('CLI_BAD_SCHEMA', `--schema: unknown schema '${opts.schema}' (one of ${SCHEMA_NAMES.join(', ')})`);
       const global = program.opts<GlobalOptions>();
-      const logger = cliLogger(global);
-      const kafka = createKafka(kafkaConfigSchema.parse({ brokers: brokersFrom(global) }), logger);
-      const serde = createKafkaSerde(kafka, serdeConfigSchema.parse({}), logger);
+      const logger = await cliLogger(global);
+      const { kafka, serde } = await connectKafka(global, logger);
       const admin = kafka.admin();
       await admin.connect();
       const limit = (await fetchMessageLimits(admin, [topic]))[topic]!;

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { runReplay, type ReplaySummary } from '../../topology/replay.js';
-import { cliLogger, loadTopology, untilSignal, type GlobalOptions } from '../common.js';
+import type { ReplaySummary } from '../../topology/replay.js';
+import { cliLogger, loadTopology, probeTopology, untilSignal, type GlobalOptions } from '../common.js';
 
 interface ReplayCliOptions {
   from: string;
@@ -33,8 +33,10 @@ Examples:
   magpie replay topologies/magpie-pro.yaml --stages tag-language,filter --from magpie.tagged --to magpie.filtered-v2`)
     .action(async (file: string, opts: ReplayCliOptions) => {
       const global = program.opts<GlobalOptions>();
-      const logger = cliLogger(global);
+      const logger = await cliLogger(global);
       const topology = await loadTopology(file, global);
+      const { runReplay } = await import('../../topology/replay.js');
+      await probeTopology(topology);
       const stop = new AbortController();
       void untilSignal(logger).then(() => stop.abort());
       const summary = await runReplay(

@@ -1,12 +1,13 @@
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { DEFAULT_SCHEMA_DIR, defaultSchemaSet, loadSchemaSet } from '../../serde/avro.js';
 import { SCHEMA_NAMES } from '../../serde/schemas.js';
 import { ConfigError } from '../../core/errors.js';
 
 /** Every released version must stay readable by the current schemas and able to read records they write. */
-export function checkSchemaCompatibility(releasedDir = join(DEFAULT_SCHEMA_DIR, 'released')): string[] {
+export async function checkSchemaCompatibility(releasedDir?: string): Promise<string[]> {
+  const { DEFAULT_SCHEMA_DIR, defaultSchemaSet, loadSchemaSet } = await import('../../serde/avro.js');
+  releasedDir ??= join(DEFAULT_SCHEMA_DIR, 'released');
   const current = defaultSchemaSet();
   const problems: string[] = [];
   const versions = readdirSync(releasedDir, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
@@ -40,8 +41,8 @@ export function registerSchemas(program: Command): void {
   cmd
     .command('check')
     .description('parse schemas/ and check compatibility with every released version in schemas/released/')
-    .action(() => {
-      const problems = checkSchemaCompatibility();
+    .action(async () => {
+      const problems = await checkSchemaCompatibility();
       if (problems.length) throw new ConfigError(`schema compatibility check failed:\n${problems.join('\n')}\nAdd fields with defaults only; rename with aliases.`);
       process.stdout.write(`schemas ok: ${SCHEMA_NAMES.join(', ')} compatible with all released versions\n`);
     });
@@ -49,7 +50,8 @@ export function registerSchemas(program: Command): void {
     .command('show')
     .description('print a schema with its fingerprint')
     .argument('<name>', SCHEMA_NAMES.join(' | '))
-    .action((name: string) => {
+    .action(async (name: string) => {
+      const { defaultSchemaSet } = await import('../../serde/avro.js');
       const set = defaultSchemaSet();
       if (!SCHEMA_NAMES.includes(name as (typeof SCHEMA_NAMES)[number])) throw new ConfigError(`unknown schema '${name}' (one of ${SCHEMA_NAMES.join(', ')})`);
       const n = name as (typeof SCHEMA_NAMES)[number];

@@ -1,10 +1,6 @@
 import type { Command } from 'commander';
-import { createKafka } from '../../kafka/client.js';
-import { readTopic } from '../../kafka/read-topic.js';
 import { SCHEMA_NAMES, type SchemaName } from '../../serde/schemas.js';
-import { createKafkaSerde } from '../../kafka/schema-store.js';
-import { kafkaConfigSchema, serdeConfigSchema } from '../../topology/schema.js';
-import { brokersFrom, cliLogger, type GlobalOptions } from '../common.js';
+import { cliLogger, connectKafka, type GlobalOptions } from '../common.js';
 
 interface TailOptions {
   follow?: boolean;
@@ -25,9 +21,9 @@ export function registerTail(program: Command): void {
     .option('--meta', 'wrap each record with its partition, offset and key')
     .action(async (topic: string, opts: TailOptions) => {
       const global = program.opts<GlobalOptions>();
-      const logger = cliLogger(global);
-      const kafka = createKafka(kafkaConfigSchema.parse({ brokers: brokersFrom(global) }), logger);
-      const serde = createKafkaSerde(kafka, serdeConfigSchema.parse({}), logger);
+      const logger = await cliLogger(global);
+      const { kafka, serde } = await connectKafka(global, logger);
+      const { readTopic } = await import('../../kafka/read-topic.js');
       const controller = new AbortController();
       process.once('SIGINT', () => controller.abort());
       try {

@@ -1,6 +1,4 @@
 import type { Command } from 'commander';
-import { createKafka } from '../../kafka/client.js';
-import { createTopologyTopics } from '../../topology/build.js';
 import { cliLogger, loadTopology, type GlobalOptions } from '../common.js';
 
 export function registerTopics(program: Command): void {
@@ -11,8 +9,10 @@ export function registerTopics(program: Command): void {
     .argument('<topology>', 'topology YAML')
     .action(async (file: string) => {
       const opts = program.opts<GlobalOptions>();
-      const logger = cliLogger(opts);
+      const logger = await cliLogger(opts);
       const t = await loadTopology(file, opts);
+      const [{ createKafka }, { createTopologyTopics }, { probeBrokers }] = await Promise.all([import('../../kafka/client.js'), import('../../topology/build.js'), import('../../kafka/probe.js')]);
+      await probeBrokers(t.kafka.brokers);
       const created = await createTopologyTopics(createKafka(t.kafka, logger), t, logger);
       process.stdout.write(created.length ? `created: ${created.join(', ')}\n` : 'all topics exist\n');
     });

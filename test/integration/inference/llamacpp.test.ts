@@ -2,7 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { InferenceError } from '../../../src/core/errors.js';
 import { createLogger } from '../../../src/core/logger.js';
 import { LlamaCppBackend } from '../../../src/inference/llamacpp.js';
-import { familyTemplate } from '../../../src/inference/templates.js';
+import { deriveTemplate, readModelChatTemplate } from '../../../src/inference/template-derive.js';
+import { familyTemplate, templateStrings } from '../../../src/inference/templates.js';
 import { smolLmGguf } from './models.js';
 
 const gguf = smolLmGguf();
@@ -37,6 +38,29 @@ describe.skipIf(!gguf)('LlamaCppBackend with SmolLM2-135M-Instruct', () => {
     const preQuery = backend.tokenize(chatml.preQueryTemplate);
     expect(preQuery).toHaveLength(3);
     expect(preQuery[0]).toBe(backend.tokenize('<|im_start|>')[0]);
+  });
+
+  it('derives from the GGUF chat template exactly the registry smollm2 template', async () => {
+    const registry = templateStrings(smollm2);
+    for (const source of [await backend.modelChatTemplate(), await readModelChatTemplate(gguf!)]) {
+      const derived = templateStrings(deriveTemplate(source!));
+      expect({ ...derived, name: registry.name, stop: [...derived.stop].sort(), stopTokenIds: [...derived.stopTokenIds].sort() }).toEqual({
+        ...registry,
+        stop: [...registry.stop].sort(),
+        stopTokenIds: [...registry.stopTokenIds].sort(),
+      });
+    }
+  });
+
+  it('bans tokens as the first token only, and reports the seed of each sample', async () => {
+    const prompt = smollm2.formatConversation([{ role: 'user', content: 'Write a short markdown note about tea, with a title.' }]);
+    const greedy = { prompt, temperature: 0, topP: 1, maxTokens: 16, stop: [...smollm2.stop] };
+    const [free] = await backend.complete(greedy);
+    const first = backend.tokenize(free!.text)[0]!;
+    const [banned] = await backend.complete({ ...greedy, firstTokenBans: [first] });
+    expect(backend.tokenize(banned!.text)[0]).not.toBe(first);
+    const seeded = await backend.complete({ ...greedy, temperature: 1, n: 3, seed: 40 });
+    expect(seeded.map((c) => c.seed)).toEqual([40, 41, 42]);
   });
 
   it('turns the pre-query into user-like instructions that end at <|im_end|> and leak no template tokens', async () => {

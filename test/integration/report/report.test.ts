@@ -102,7 +102,7 @@ describe('magpie report', () => {
     await produceRecords(kafka, serde, topics.dead, 'magpie.DeadLetter', deadLetters().map((d, i) => ({ ...d, uuid: `d-${i}` })));
 
     const out = path.join(ARTIFACTS, 'report.html');
-    const { stderr } = await run(process.execPath, [path.join(PROJECT_ROOT, 'bin', 'magpie.js'), '--brokers', bootstrap, '--log-level', 'warn', 'report', '--topic', topics.sink, '--rejects', topics.rejects, '--dead-letter', topics.dead, '--out', out], { cwd: PROJECT_ROOT, timeout: 120_000 });
+    const { stderr } = await run(process.execPath, ['--import', 'tsx', path.join(PROJECT_ROOT, 'src', 'cli', 'main.ts'), '--brokers', bootstrap, '--log-level', 'warn', 'report', '--topic', topics.sink, '--rejects', topics.rejects, '--dead-letter', topics.dead, '--out', out], { cwd: PROJECT_ROOT, timeout: 120_000 });
     expect(stderr).toContain(`report: 12 records, 5 rejects, 2 dead letters, 1 undecodable → ${out}`);
     const html = await readFile(out, 'utf8');
     const data = embedded(html);

@@ -16,7 +16,11 @@ export interface ChatRequestBody {
   [field: string]: unknown;
 }
 
-export type Answer = (body: ChatRequestBody, path: string) => string;
+/** The text of a choice; with `reasoning`, a chat choice carries it as vLLM's reasoning_content. */
+export type Answer = (body: ChatRequestBody, path: string) => string | { text: string; reasoning?: string };
+
+/** A reward model's score of the text a `/classify` request sends (vLLM pooling API). */
+export type Score = (text: string) => number;
 
 export const echoAnswer: Answer = (body) => {
   const last = body.messages?.at(-1)?.content ?? body.prompt ?? '';
@@ -37,6 +41,9 @@ export class FaultyOpenAIServer {
   private readonly sockets = new Set<Socket>();
   private readonly hanging = new Set<ServerResponse>();
   private port = 0;
+
+  /** Scores of `/classify` requests: by default a tenth of the text's length, so longer answers score higher. */
+  score: Score = (text) => text.length / 10;
 
   constructor(public answer: Answer = echoAnswer) {
     this.server = createServer((req, res) => void this.handle(req, res));
@@ -107,11 +114,19 @@ export class FaultyOpenAIServer {
       return;
     }
     const path = req.url ?? '';
+    if (path.endsWith('/classify')) {
+      const inputs = (body.input as string[] | undefined) ?? [];
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ data: inputs.map((text, index) => ({ index, probs: [this.score(text)] })) }));
+      return;
+    }
     const chat = path.endsWith('/chat/completions');
     const n = body.n ?? 1;
     const choices = Array.from({ length: n }, (_, index) => {
-      const text = this.answer(body, path);
-      return chat ? { index, message: { role: 'assistant', content: text }, finish_reason: 'stop' } : { index, text, finish_reason: 'stop' };
+      const answer = this.answer(body, path);
+      const { text, reasoning } = typeof answer === 'string' ? { text: answer, reasoning: undefined } : answer;
+      return chat
+        ? { index, message: { role: 'assistant', content: text, ...(reasoning === undefined ? {} : { reasoning_content: reasoning }) }, finish_reason: 'stop' }
+        : { index, text, finish_reason: 'stop' };
     });
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: 'fake', object: chat ? 'chat.completion' : 'text_completion', choices, usage: { completion_tokens: 7 * n } }));
   }

@@ -47,8 +47,10 @@ export class StageProcess {
     mkdirSync(dir, { recursive: true });
     this.logFile = path.join(dir, `${options.label ?? options.prefix}-${Date.now()}.log`);
     const file = createWriteStream(this.logFile);
+    // The sources through tsx, as `npm run magpie` does: no build step between an edit and a test run.
     const args = [
-      path.join(PROJECT_ROOT, 'bin', 'magpie.js'),
+      '--import', 'tsx',
+      path.join(PROJECT_ROOT, 'src', 'cli', 'main.ts'),
       '--brokers', options.brokers,
       '--prefix', options.prefix,
       '--log-level', options.logLevel ?? 'info',

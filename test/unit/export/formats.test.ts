@@ -8,6 +8,7 @@ const RELEASED_FIELDS = [
   'uuid', 'model', 'gen_input_configs', 'instruction', 'response', 'conversations', 'intent', 'knowledge', 'difficulty',
   'input_quality', 'quality_explanation', 'task_category', 'other_task_category', 'llama_guard_2', 'instruct_reward',
   'reward_model', 'language', 'min_neighbor_distance', 'repeat_count', 'min_similar_uuid', 'instruction_length', 'response_length',
+  'task_category_generator', 'difficulty_generator', 'quality_generator',
 ];
 
 function tagged(): Conversation {

@@ -159,6 +159,14 @@ describe('OpenAIBackend request bodies (vLLM)', () => {
     expect(srv.seen[0]!.body).not.toHaveProperty('response_format');
   });
 
+  it('keeps the thinking part a reasoning parser returns apart from the answer', async () => {
+    const srv = await startServer((_seen, res) =>
+      json(res, 200, { choices: [{ index: 0, message: { role: 'assistant', content: 'It is 4.', reasoning_content: 'Two and two make four.' }, finish_reason: 'stop' }], usage: { completion_tokens: 9 } }),
+    );
+    const [out] = await backend(srv.url).chat({ messages: [{ role: 'user', content: '2+2?' }], temperature: 0, topP: 1, maxTokens: 64 });
+    expect(out).toEqual({ text: 'It is 4.', reasoning: 'Two and two make four.', finishReason: 'stop', tokens: 9 });
+  });
+
   it('posts chat turns to /chat/completions', async () => {
     const srv = await startServer((seen, res) => json(res, 200, vllmResponse(seen, ['Paris.'], ['stop'], 2)));
     const messages = [
@@ -177,7 +185,7 @@ describe('OpenAIBackend request bodies (vLLM)', () => {
       stop: ['<|eot_id|>'],
       skip_special_tokens: true,
     });
-    expect(out).toEqual([{ text: 'Paris.', finishReason: 'stop', tokens: 2 }]);
+    expect(out).toEqual([{ text: 'Paris.', finishReason: 'stop', tokens: 2, promptTokens: 5 }]);
   });
 
   it('strips the BOS for other servers and splits n into seeded single requests where n is ignored', async () => {
@@ -193,6 +201,16 @@ describe('OpenAIBackend request bodies (vLLM)', () => {
     }
     expect(srv.seen.map((s) => s.body.seed).sort()).toEqual([10, 11, 12]);
     expect(out.map((c) => c.text).sort()).toEqual(['sample 10', 'sample 11', 'sample 12']);
+    // Each sample carries the seed its request actually sent.
+    for (const c of out) expect(c.text).toBe(`sample ${c.seed}`);
+  });
+
+  it('labels the n choices of one request with its seed, and bans first tokens with logit_bias', async () => {
+    const srv = await startServer((seen, res) => json(res, 200, vllmResponse(seen, ['a?', 'b?'], ['stop', 'stop'], 4)));
+    const t = familyTemplate('llama3.1');
+    const out = await backend(srv.url).complete({ prompt: t.preQueryTemplate, n: 2, seed: 5, ...sampling, firstTokenBans: [...t.markdownHeaderTokenIds!] });
+    expect(out.map((c) => c.seed)).toEqual([5, 5]);
+    expect(srv.seen[0]!.body).toMatchObject({ seed: 5, logit_bias: { '2': -100, '567': -100, '14711': -100, '827': -100 } });
   });
 
   it('asks again for the missing samples when a server returns fewer choices than n', async () => {

@@ -9,11 +9,19 @@ import {
   type TemplateFamily,
 } from '../../../src/inference/templates.js';
 import type { ChatMessage } from '../../../src/inference/backend.js';
+import { DEFAULT_INSTRUCTION_STOP, instructionStops } from '../../../src/processors/instruction-cleanup.js';
 
 const VICUNA_SYSTEM =
   "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.";
 
 const SMOLLM_SYSTEM = 'You are a helpful AI assistant named SmolLM, trained by Hugging Face';
+const QWEN25_SYSTEM = 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.';
+const LLAMA31_PREAMBLE = 'Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n';
+const LLAMA3_STOP = ['<|eot_id|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>'];
+const CHATML_STOP = ['<|im_start|>', '<|im_end|>', '<|endoftext|>'];
+const CHATML_CONVERSATION =
+  '<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\nU1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n' +
+  '<|im_start|>user\nU2<|im_end|>\n<|im_start|>assistant\n';
 
 const conversation: ChatMessage[] = [
   { role: 'system', content: 'SYS' },
@@ -49,6 +57,40 @@ const EXPECTED: Record<TemplateFamily, Expected> = {
     stopTokenIds: [128009, 128001, 128006, 128007],
     bos: '<|begin_of_text|>',
   },
+  // As the model ships: its template always writes a system turn with the knowledge-cutoff preamble; the
+  // pre-query stays the reference's bare user header.
+  'llama3.1': {
+    preQuery: '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n',
+    preQueryWithSystem: `<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n${LLAMA31_PREAMBLE}SYS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n`,
+    mtAppend: '<|start_header_id|>user<|end_header_id|>\n\n',
+    conversation:
+      `<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n${LLAMA31_PREAMBLE}SYS<|eot_id|>` +
+      '<|start_header_id|>user<|end_header_id|>\n\nU1<|eot_id|>' +
+      '<|start_header_id|>assistant<|end_header_id|>\n\nA1<|eot_id|>' +
+      '<|start_header_id|>user<|end_header_id|>\n\nU2<|eot_id|>' +
+      '<|start_header_id|>assistant<|end_header_id|>\n\n',
+    stop: [...LLAMA3_STOP, '<|eom_id|>'],
+    stopTokenIds: [128009, 128001, 128006, 128007, 128008],
+    bos: '<|begin_of_text|>',
+  },
+  qwen2: {
+    preQuery: '<|im_start|>user\n',
+    preQueryWithSystem: '<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\n',
+    mtAppend: '<|im_start|>user\n',
+    conversation: CHATML_CONVERSATION,
+    stop: CHATML_STOP,
+    stopTokenIds: [151643, 151644, 151645],
+    bos: null,
+  },
+  'qwen2.5': {
+    preQuery: `<|im_start|>system\n${QWEN25_SYSTEM}<|im_end|>\n<|im_start|>user\n`,
+    preQueryWithSystem: '<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\n',
+    mtAppend: '<|im_start|>user\n',
+    conversation: CHATML_CONVERSATION,
+    stop: CHATML_STOP,
+    stopTokenIds: [151643, 151644, 151645],
+    bos: null,
+  },
   chatml: {
     preQuery: '<|im_start|>user\n',
     preQueryWithSystem: '<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\n',
@@ -68,7 +110,7 @@ const EXPECTED: Record<TemplateFamily, Expected> = {
       '<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\nU1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n' +
       '<|im_start|>user\nU2<|im_end|>\n<|im_start|>assistant\n',
     stop: ['<|im_start|>', '<|im_end|>', '<|endoftext|>'],
-    stopTokenIds: [],
+    stopTokenIds: [1, 2, 0],
     bos: null,
   },
   gemma2: {
@@ -78,8 +120,8 @@ const EXPECTED: Record<TemplateFamily, Expected> = {
     conversation:
       '<bos><start_of_turn>user\nSYS\n\nU1<end_of_turn>\n<start_of_turn>model\nA1<end_of_turn>\n' +
       '<start_of_turn>user\nU2<end_of_turn>\n<start_of_turn>model\n',
-    stop: ['<eos>', '<bos>', '<end_of_turn>'],
-    stopTokenIds: [1, 2, 107],
+    stop: ['<eos>', '<bos>', '<end_of_turn>', '<start_of_turn>'],
+    stopTokenIds: [1, 2, 107, 106],
     bos: '<bos>',
   },
   gemma: {
@@ -208,11 +250,60 @@ describe('system prompts', () => {
 });
 
 describe('instruction stop strings', () => {
-  it('adds assistant-header strings and a newline only when asked', () => {
+  it('adds the reference assistant stop, the newline early stop and extras only when asked', () => {
     const t = familyTemplate('llama3');
-    expect(t.instructionStop()).toEqual(EXPECTED.llama3.stop);
-    expect(t.instructionStop({ assistantStop: true, earlyStopping: true })).toEqual([...EXPECTED.llama3.stop, 'assistant', '\n']);
-    expect(t.assistantLeaks('What is 2+2?assistant\n\n4')).toEqual(['assistant']);
+    expect(instructionStops(t, DEFAULT_INSTRUCTION_STOP)).toEqual(EXPECTED.llama3.stop);
+    expect(instructionStops(t, { assistant: true, newline: true, extra: ['###'] })).toEqual([...EXPECTED.llama3.stop, 'assistant', '\n', '###']);
+    expect(instructionStops(familyTemplate('chatml'), { assistant: true, newline: false, extra: [] })).toEqual([...EXPECTED.chatml.stop, 'Assistant', 'assistant']);
+  });
+});
+
+// Requests for a writing, research or virtual assistant are among the most common real instructions.
+const NATURAL = [
+  'Can you act as my research assistant and summarise this paper?',
+  'Assistant professors at my university teach four courses a year. Is that a lot?',
+  'WRITE A JOB AD FOR AN EXECUTIVE ASSISTANT IN CAPITALS.',
+  'How do I turn off Google Assistant on my Pixel phone?',
+  'Compare Siri, Alexa and Google Assistant.\nWhich one respects privacy most?',
+  'I am hiring a virtual assistant.\nWhat should I ask in the interview?',
+  'Write a dialogue in which an assistant helps a customer return a jacket.',
+  'What does an ASSISTANT REFEREE do in football?',
+  'My assistant (a new hire) keeps missing deadlines. How do I bring it up?',
+];
+
+describe.each(TEMPLATE_FAMILIES)('%s leak check', (family) => {
+  const t = familyTemplate(family);
+  const e = EXPECTED[family];
+
+  it('keeps natural instructions that mention an assistant', () => {
+    for (const text of NATURAL) expect(t.leak(text), text).toBeUndefined();
+  });
+
+  it('rejects a run into the answer with the assistant header as the template writes it', () => {
+    const ran = t.formatConversation([{ role: 'user', content: 'What is 2+2?' }, { role: 'assistant', content: 'Four.' }]);
+    const written = ran.slice(ran.indexOf('What is 2+2?'));
+    expect(t.leak(written), JSON.stringify(written)).toBeDefined();
+    expect(t.leak(`What is 2+2?${t.assistantHeader}Four.`)).toBeDefined();
+  });
+
+  it('rejects special tokens and stop strings anywhere', () => {
+    for (const stop of e.stop) expect(t.leak(`question ${stop} more`)).toBe(stop);
+  });
+
+  it('rejects a role marker at a line start', () => {
+    expect(t.leak('Tell me a joke.\nAssistant: Why did the chicken cross the road?')).toBe('Assistant:');
+    expect(t.leak('Tell me a joke.\nassistant\nWhy did the chicken cross the road?')).toBe('assistant');
+    expect(t.leak('Tell me a joke.\nASSISTANT:\nWhy did the chicken cross the road?')).toBe('ASSISTANT:');
+  });
+});
+
+describe('leaks once the server skipped the special tokens', () => {
+  it('rejects what is left of the header: the role name glued to the sentence or alone on a line', () => {
+    expect(familyTemplate('llama3').leak('What is 2+2?assistant\n\nFour.')).toBe('assistant');
+    expect(familyTemplate('chatml').leak('What is 2+2?\nassistant\nFour.')).toBe('assistant');
+    expect(familyTemplate('gemma2').leak('What is 2+2?\nmodel\nFour.')).toBe('model');
+    expect(familyTemplate('gemma2').leak('Car details:\nModel: Corolla\nYear: 2010. What is it worth?')).toBeUndefined();
+    expect(familyTemplate('vicuna').leak('What is 2+2? ASSISTANT: Four.')).toBe('ASSISTANT:');
   });
 });
 
@@ -288,7 +379,11 @@ describe('detectFamily', () => {
     expect(detectFamily("<<SYS>>\\n [INST]")).toBe('llama2');
     expect(detectFamily('[INST] x [/INST]')).toBe('mistral');
     expect(detectFamily('meta-llama/Meta-Llama-3-8B-Instruct')).toBe('llama3');
-    expect(detectFamily('Qwen/Qwen2.5-7B-Instruct')).toBe('chatml');
+    expect(detectFamily('Qwen/Qwen2.5-7B-Instruct')).toBe('qwen2.5');
+    expect(detectFamily('Qwen/Qwen2-7B-Instruct')).toBe('qwen2');
+    expect(detectFamily('meta-llama/Llama-3.1-8B-Instruct')).toBe('llama3.1');
+    expect(detectFamily("{{- 'Cutting Knowledge Date: December 2023' }}<|start_header_id|>")).toBe('llama3.1');
+    expect(detectFamily("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.")).toBe('qwen2.5');
     expect(detectFamily('google/gemma-1.1-7b-it')).toBe('gemma');
     expect(detectFamily('lmsys/vicuna-7b-v1.5')).toBe('vicuna');
     expect(detectFamily('gpt2')).toBeUndefined();

@@ -23,7 +23,7 @@ function instruction(i: number): Instruction {
   return {
     uuid: `u-${i}`,
     model: 'm',
-    gen_input_configs: { temperature: 1, top_p: 1, max_tokens: 64, input_generator: 'test', seed: null, template_family: 'chatml', pre_query_template: '<|im_start|>user\n', system_prompt: null },
+    gen_input_configs: { temperature: 1, top_p: 1, max_tokens: 64, input_generator: 'test', seed: null, template_family: 'chatml', pre_query_template: '<|im_start|>user\n', system_prompt: null, stop: [], stop_token_ids: [], system_prompt_key: null, decoding_key: null },
     instruction: `question ${i}`,
     finish_reason: 'stop',
     instruction_tokens: 3,
@@ -51,7 +51,7 @@ describe('routeBatch', () => {
     const routed = await routeBatch(await raws(5), async (b: InputRecord<Instruction>[]) => b.map((r) => ({ kind: 'emit', records: [{ value: r.value }] })), serde, target, ctx());
     const out = await decodeAll('out-topic', routed, 'magpie.Instruction');
     expect(out.map((r) => r.uuid)).toEqual(['u-0', 'u-1', 'u-2', 'u-3', 'u-4']);
-    expect(routed.counts).toEqual({ in: 5, out: 5, rejected: 0, deadLettered: 0 });
+    expect(routed.counts).toEqual({ in: 5, out: 5, rejected: 0, deadLettered: 0, ports: { out: 5 } });
   });
 
   it('isolates a poison record into the dead-letter topic with its reason and original bytes', async () => {
@@ -93,7 +93,7 @@ describe('routeBatch', () => {
       return b.map((r) => ({ kind: 'emit' as const, records: [{ value: r.value }] }));
     }, serde, target, ctx());
     expect(calls).toBe(3);
-    expect(routed.counts).toEqual({ in: 3, out: 3, rejected: 0, deadLettered: 0 });
+    expect(routed.counts).toEqual({ in: 3, out: 3, rejected: 0, deadLettered: 0, ports: { out: 3 } });
   });
 
   it('retries only the record that failed, and dead-letters it after its own budget while its siblings are answered', async () => {
@@ -122,7 +122,7 @@ describe('routeBatch', () => {
     }, serde, { ...target, deadLetterAfterAttempts: 2 }, ctx(), breaker);
     breaker.dispose();
     expect(call).toBe(7);
-    expect(routed.counts).toEqual({ in: 3, out: 3, rejected: 0, deadLettered: 0 });
+    expect(routed.counts).toEqual({ in: 3, out: 3, rejected: 0, deadLettered: 0, ports: { out: 3 } });
   });
 
   it('dead-letters an output that does not match its schema instead of failing the batch', async () => {
@@ -178,9 +178,9 @@ describe('routeChain', () => {
     expect((await decodeAll('rejects-topic', routed, 'magpie.Rejected')).map((r) => [r.stage, r.rule, r.uuid])).toEqual([['first', 'first_rule', 'u-1']]);
     expect((await decodeAll('dlq-topic', routed, 'magpie.DeadLetter')).map((d) => [d.stage, d.code, d.source_offset])).toEqual([['second', 'SECOND_FAILED', 3]]);
     expect(Object.fromEntries(routed.byStage!)).toEqual({
-      first: { in: 4, out: 3, rejected: 1, deadLettered: 0 },
-      second: { in: 3, out: 2, rejected: 0, deadLettered: 1 },
+      first: { in: 4, out: 3, rejected: 1, deadLettered: 0, ports: { out: 3 } },
+      second: { in: 3, out: 2, rejected: 0, deadLettered: 1, ports: { out: 2 } },
     });
-    expect(routed.counts).toEqual({ in: 4, out: 2, rejected: 1, deadLettered: 1 });
+    expect(routed.counts).toEqual({ in: 4, out: 2, rejected: 1, deadLettered: 1, ports: { out: 2 } });
   });
 });

@@ -44,6 +44,15 @@ describe('filter rules', () => {
     expect(ruleFailure(r, tagged(failing))).toBe(reason);
   });
 
+  it('limits line breaks in a text field, with an exemption by another field (the Llama-3.1 Pro-500K rule)', () => {
+    const [rule] = filterRulesSchema.parse([{ field: 'response', maxNewlines: 4, unless: { field: 'task_category', in: ['Coding & Debugging'] } }]);
+    const text = (lines: number) => Array.from({ length: lines }, (_, i) => `line ${i}`).join('\n');
+    expect(ruleFailure(rule!, { ...makeConversation(1), response: text(5), task_category: 'Math' })).toBeUndefined();
+    expect(ruleFailure(rule!, { ...makeConversation(1), response: text(6), task_category: 'Math' })).toBe('response has 5 line breaks, more than 4');
+    expect(ruleFailure(rule!, { ...makeConversation(1), response: text(60), task_category: 'Coding & Debugging' })).toBeUndefined();
+    expect(rule!.name).toBe('response_maxNewlines');
+  });
+
   it('reads dotted paths', () => {
     const r = rule({ field: 'gen_input_configs.temperature', lte: 1 });
     expect(r.name).toBe('gen_input_configs_temperature_lte');

@@ -17,7 +17,7 @@ describe('tag-llm-judge', () => {
   it('tags task_category from good JSON, with the enum schema for constrained decoding', async () => {
     const backend = new ScriptedBackend(() => '{"primary_tag": "coding & debugging", "other_tags": ["Math", "Coding & Debugging", "Math"]}');
     const [out] = await run('task_category', backend, conversations(['Write a Python function for the nth prime.']));
-    expect(out).toMatchObject({ task_category: 'Coding & Debugging', other_task_category: ['Math'], tag_failures: [] });
+    expect(out).toMatchObject({ task_category: 'Coding & Debugging', other_task_category: ['Math'], task_category_generator: 'fake-model', tag_failures: [] });
     const req = backend.requests[0]!;
     expect(req.messages[0]!.content).toContain('Write a Python function for the nth prime.');
     expect(req.temperature).toBe(0);
@@ -30,7 +30,8 @@ describe('tag-llm-judge', () => {
     expect(d).toMatchObject({ intent: 'The user wants a sort.', knowledge: 'Sorting algorithms.', difficulty: 'medium' });
     const quality = new ScriptedBackend(() => '```json\n{"explanation": "Clear but short.", "input_quality": "good"}\n```');
     const [q] = await run('input_quality', quality, conversations(['Sort this list.']));
-    expect(q).toMatchObject({ input_quality: 'good', quality_explanation: 'Clear but short.' });
+    expect(q).toMatchObject({ input_quality: 'good', quality_explanation: 'Clear but short.', quality_generator: 'fake-model', difficulty_generator: null });
+    expect(d).toMatchObject({ difficulty_generator: 'fake-model', quality_generator: null });
   });
 
   it('asks again with a fresh sample after malformed output, then succeeds', async () => {
@@ -84,5 +85,19 @@ describe('tag-llm-judge', () => {
     const texts = Array.from({ length: 40 }, (_, i) => `item ${i}`);
     const out = await run('difficulty', backend, conversations(texts), { maxInFlight: 7 });
     expect(out.map((o) => o.intent)).toEqual(texts.map((_, i) => `intent ${i}`));
+  });
+
+  it('skips records already marked as duplicates, with the reason, and judges them when told to', async () => {
+    const backend = new ScriptedBackend(() => '{"primary_tag": "Math", "other_tags": []}');
+    const [dup, fresh] = conversations(['What is 2+2?', 'What is 3+3?']);
+    const records = [{ ...dup!, is_duplicate: true }, { ...fresh!, is_duplicate: false }];
+    const [skipped, judged] = await run('task_category', backend, records);
+    expect(backend.requests).toHaveLength(1);
+    expect(skipped).toMatchObject({ task_category: null, task_category_generator: null });
+    expect(skipped!.tag_failures).toEqual([{ tag: 'task_category', reason: expect.stringMatching(/^skipped: .*is_duplicate/) }]);
+    expect(judged).toMatchObject({ task_category: 'Math', tag_failures: [] });
+    // A replay with skipDuplicates: false fills the tag and clears the skip.
+    const [filled] = await run('task_category', backend, [skipped!], { skipDuplicates: false });
+    expect(filled).toMatchObject({ task_category: 'Math', task_category_generator: 'fake-model', tag_failures: [] });
   });
 });

@@ -59,4 +59,15 @@ describe('tag-safety', () => {
     expect(out.tag_failures[0]!.tag).toBe('llama_guard_2');
     expect(out.tag_failures[0]!.reason).toContain('I am not sure.');
   });
+
+  it('skips a record already marked as a duplicate unless told otherwise', async () => {
+    const backend = new ScriptedBackend(() => 'safe');
+    const processor = (extra: Record<string, unknown> = {}) => tagSafety.create(tagSafety.config.parse({ backend: 'guard', ...extra }), deps({ backend }));
+    const duplicate = { ...record, is_duplicate: true };
+    const [skipped] = mainValues<Conversation>(await processor().process(inputs([duplicate]), stageContext()));
+    expect(backend.requests).toHaveLength(0);
+    expect(skipped).toMatchObject({ llama_guard_2: null, tag_failures: [{ tag: 'llama_guard_2', reason: expect.stringMatching(/^skipped/) }] });
+    const [judged] = mainValues<Conversation>(await processor({ skipDuplicates: false }).process(inputs([skipped!]), stageContext()));
+    expect(judged).toMatchObject({ llama_guard_2: 'safe', tag_failures: [] });
+  });
 });

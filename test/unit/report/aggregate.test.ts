@@ -184,4 +184,38 @@ describe('ReportAggregator', () => {
     expect(r.responseLength.bins).toEqual([]);
     expect(r.instructionLength.summary?.count).toBe(1);
   });
+
+  it('compares min_neighbor_distance across decoding settings and system prompts, older records grouped by their sampling', () => {
+    const agg = new ReportAggregator({ topic: 't' });
+    const withConfig = (i: number, distance: number | null, g: Partial<Conversation['gen_input_configs']>) => {
+      const c = tagged(i, { min_neighbor_distance: distance });
+      agg.add('magpie.Conversation', { ...c, gen_input_configs: { ...c.gen_input_configs, ...g } });
+    };
+    withConfig(0, 0.3, { decoding_key: 't1-p1', system_prompt_key: 'none' });
+    withConfig(1, 0.5, { decoding_key: 't1-p1', system_prompt_key: 'math', system_prompt: 'You solve math.' });
+    withConfig(2, 0.7, { decoding_key: 't1.25-p0.99', temperature: 1.25, top_p: 0.99, system_prompt_key: 'math', system_prompt: 'You solve math.' });
+    withConfig(3, null, { decoding_key: 't1.25-p0.99', system_prompt_key: 'math' });
+    // Written before mixtures: no keys.
+    withConfig(4, 0.2, { temperature: 1.1, top_p: 0.995, system_prompt: 'Be helpful.' });
+    const r = agg.result('t', 0);
+    expect(r.distanceByDecoding.map((g) => [g.key, g.summary.count, g.summary.mean])).toEqual([['t1-p1', 2, 0.4], ['t1.1-p0.995', 1, 0.2], ['t1.25-p0.99', 1, 0.7]]);
+    expect(r.distanceBySystemPrompt.map((g) => [g.key, g.summary.count])).toEqual([['custom', 1], ['math', 2], ['none', 1]]);
+    expect(r.distanceBySystemPrompt.find((g) => g.key === 'math')!.summary).toMatchObject({ min: 0.5, max: 0.7, median: 0.6 });
+  });
+});
+
+describe('latest records', () => {
+  it('are the newest five by created_at, newest first, whatever order they were read in, with long texts cut', () => {
+    const records = Array.from({ length: 9 }, (_, i) => tagged(i, {}, i === 8 ? 'x'.repeat(500) : `question ${i}?`));
+    const forward = new ReportAggregator({ topic: 't' });
+    const shuffled = new ReportAggregator({ topic: 't' });
+    for (const r of records) forward.add('magpie.Conversation', r);
+    for (const r of [...records].reverse().sort((a, b) => (a.uuid < b.uuid ? -1 : 1))) shuffled.add('magpie.Conversation', r);
+    const latest = forward.result('r', 0).latest;
+    expect(latest.map((s) => s.uuid)).toEqual([8, 7, 6, 5, 4].map((i) => records[i]!.uuid));
+    expect(shuffled.result('r', 0).latest).toEqual(latest);
+    expect(latest[0]!.instruction).toHaveLength(300);
+    expect(latest[0]!.instruction.endsWith('…')).toBe(true);
+    expect(latest[1]).toMatchObject({ instruction: 'question 7?', response: `${records[7]!.response.slice(0, 299)}…`, createdAt: records[7]!.created_at });
+  });
 });

@@ -37,6 +37,14 @@ describe('report page', () => {
     expect(html).toContain(escapeHtml('</script><script>alert("x")</script>'));
   });
 
+  it('shows min_neighbor_distance per decoding setting and per system prompt', () => {
+    const html = renderReport(report(records.map((r, i) => ({ ...r, gen_input_configs: { ...r.gen_input_configs, decoding_key: i === 0 ? 't1-p1' : 't1.2-p0.995', system_prompt_key: 'math' } }))));
+    const table = (id: string) => new RegExp(`<figure data-chart="${id}"[\\s\\S]*?</figure>`).exec(html)?.[0] ?? '';
+    expect(table('distance-by-decoding')).toMatch(/<td>t1-p1<\/td><td class="num">1<\/td><td class="num">0.5<\/td>/);
+    expect(table('distance-by-decoding')).toContain('<td>t1.2-p0.995</td>');
+    expect(table('distance-by-system-prompt')).toMatch(/<td>math<\/td><td class="num">2<\/td><td class="num">0.375<\/td>/);
+  });
+
   it('is self-contained: no scripts to run, no external resources', () => {
     const html = renderReport(report(records));
     expect(html).not.toMatch(/\b(src|href|xlink:href)\s*=/i);

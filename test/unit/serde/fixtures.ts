@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_SCHEMA_DIR, createSchemaSet, type SchemaSet } from '../../../src/serde/avro.js';
-import type { Conversation, DeadLetter, IndexEntry, Instruction, PreferencePair, Rejected } from '../../../src/serde/records.generated.js';
+import type { Conversation, DeadLetter, IndexEntry, Instruction, PreferencePair, Rejected, SourceProgress } from '../../../src/serde/records.generated.js';
 import type { SchemaName } from '../../../src/serde/schemas.js';
 
 export const instruction: Instruction = {
@@ -16,6 +16,10 @@ export const instruction: Instruction = {
     template_family: 'chatml',
     pre_query_template: '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n',
     system_prompt: 'You are a helpful assistant.',
+    stop: ['<|im_start|>', '<|im_end|>', '<|endoftext|>'],
+    stop_token_ids: [151643, 151644, 151645],
+    system_prompt_key: 'helpful',
+    decoding_key: 't1-p1',
   },
   instruction: 'How do I reverse a linked list in place, and what is its time complexity? 🤔',
   finish_reason: 'stop',
@@ -29,6 +33,7 @@ export const conversation: Conversation = {
   gen_input_configs: instruction.gen_input_configs,
   instruction: instruction.instruction,
   response: 'Walk the list once, pointing each node back at its predecessor. It runs in O(n) time and O(1) space.',
+  reasoning: 'Three pointers: previous, current, next.',
   conversations: [
     { from: 'human', value: instruction.instruction },
     { from: 'gpt', value: 'Walk the list once, pointing each node back at its predecessor. It runs in O(n) time and O(1) space.' },
@@ -50,7 +55,13 @@ export const conversation: Conversation = {
   llama_guard_2: 'safe',
   instruct_reward: 3.25,
   reward_model: 'sfairXC/FsfairX-LLaMA3-RM-v0.1',
+  base_output: 'Reverse it.',
+  base_reward: -1.5,
+  reward_difference: 4.75,
   language: 'en',
+  task_category_generator: 'meta-llama/Meta-Llama-3-8B-Instruct',
+  difficulty_generator: 'meta-llama/Meta-Llama-3-8B-Instruct',
+  quality_generator: 'meta-llama/Meta-Llama-3-8B-Instruct',
   // Exactly representable as float32, so the round trip is exact.
   embedding: [0.5, -0.25, 0.125, 0],
   embedding_model: 'Xenova/all-MiniLM-L6-v2',
@@ -121,6 +132,8 @@ export const preferencePair: PreferencePair = {
   created_at: 1_764_000_003_000,
 };
 
+export const sourceProgress: SourceProgress = { stage: 'instructions', produced: 1_000_000, rejected: 12_345, requests: 250_000, produced_by_key: { 't1-p1': 300_000, 't1.25-p0.99': 100_000 }, updated_at: 1_764_000_004_000 };
+
 export const EXAMPLES: Record<SchemaName, unknown> = {
   'magpie.Instruction': instruction,
   'magpie.Conversation': conversation,
@@ -128,6 +141,7 @@ export const EXAMPLES: Record<SchemaName, unknown> = {
   'magpie.Rejected': rejected,
   'magpie.IndexEntry': indexEntry,
   'magpie.PreferencePair': preferencePair,
+  'magpie.SourceProgress': sourceProgress,
 };
 
 /** The JSON of every schemas/*.avsc file, freshly parsed so a test may change it. */

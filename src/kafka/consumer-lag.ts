@@ -1,0 +1,57 @@
+import type { Admin, Kafka } from 'kafkajs';
+import { errorMessage } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import type { StageMetrics } from '../core/metrics.js';
+
+export interface LagSubject {
+  stage: string;
+  groupId: string;
+  topic: string;
+}
+
+/** Records of `topic` not yet committed by `groupId`, per partition (transaction markers included). */
+export async function consumerLag(admin: Admin, groupId: string, topic: string): Promise<Map<number, number>> {
+  const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
+  const done = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]));
+  const lag = new Map<number, number>();
+  for (const end of ends) {
+    const high = BigInt(end.high);
+    const from = done.get(end.partition) ?? -1n;
+    // No commit yet (-1): the group starts from the earliest record still in the partition.
+    lag.set(end.partition, Number(high - (from < 0n ? BigInt(end.low) : from)));
+  }
+  return lag;
+}
+
+/**
+ * Polls the consumer lag of each stage's group into `magpie_consumer_lag_records`, from outside the stage
+ * runners (one admin client, the committed offsets the broker holds), so it is right whichever process commits.
+ */
+export function watchConsumerLag(kafka: Kafka, subjects: readonly LagSubject[], metrics: StageMetrics, logger: Logger, intervalMs = 5_000): { stop(): Promise<void> } {
+  const admin = kafka.admin();
+  let connected: Promise<void> | undefined;
+  let polling: Promise<void> = Promise.resolve();
+  const poll = async () => {
+    try {
+      await (connected ??= admin.connect());
+      for (const s of subjects) {
+        for (const [partition, lag] of await consumerLag(admin, s.groupId, s.topic)) metrics.setConsumerLag(s.stage, s.topic, partition, lag);
+      }
+    } catch (err) {
+      // A missed poll leaves the last values; the next one tries again.
+      logger.debug({ err: errorMessage(err) }, 'consumer lag poll failed');
+    }
+  };
+  const timer = setInterval(() => {
+    polling = polling.then(poll);
+  }, intervalMs);
+  timer.unref();
+  polling = poll();
+  return {
+    stop: async () => {
+      clearInterval(timer);
+      await polling;
+      if (connected) await admin.disconnect();
+    },
+  };
+}
