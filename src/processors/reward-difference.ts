@@ -1,8 +1,8 @@
 import { z } from 'zod';
 import { errorMessage, InferenceError, isRetryable } from '../core/errors.js';
 import type { InferenceBackend } from '../inference/backend.js';
+import type { RewardModel } from '../inference/reward.js';
 import type { Conversation } from '../serde/records.generated.js';
-import type { RewardModel, RewardScore } from '../inference/reward.js';
 import { defineProcessor, type Processor } from './stage.js';
 import { recordTag, tagEach, type Judged } from './tagging.js';
 
@@ -23,8 +23,8 @@ const config = z.object({
     maxTokens: z.number().int().min(1).default(1024),
   }).default({ temperature: 0, topP: 1, maxTokens: 1024 }),
   /**
-   * Name of a reward endpoint declared under the topology's rewards: it scores both answers (and the instruct
-   * answer, unless the record already has this model's score).
+   * Name of the reward endpoint (the topology's rewards) that scores both answers (and the instruct answer,
+   * unless it already has this model's score).
    */
   reward: z.string().min(1),
   /** Records worked on at once. */
@@ -57,7 +57,7 @@ export class RewardDifferenceScorer {
     // A score from another reward model is not comparable: the instruct answer is scored again.
     const known = record.reward_model === this.reward.model && record.instruct_reward !== null ? record.instruct_reward : undefined;
     const [instruct, base] = await Promise.all([
-      known === undefined ? this.reward.score(record, signal) : Promise.resolve<RewardScore>({ ok: true, value: known }),
+      known === undefined ? this.reward.score(record, signal) : Promise.resolve<Judged<number>>({ ok: true, value: known }),
       this.reward.score({ instruction: record.instruction, response: baseOutput.value }, signal),
     ]);
     if (!instruct.ok) return { ok: false, reason: `instruct answer: ${instruct.reason}` };

@@ -6,7 +6,6 @@ import { guardAccess } from '../kafka/access-guard.js';
 import type { AclRule } from '../kafka/acls.js';
 import { ensureTopics, partitionCounts } from '../kafka/admin.js';
 import type { AccessContext, KafkaAccessError } from '../kafka/auth-errors.js';
-import { instrumentBackend } from '../inference/instrumented.js';
 import { createKafka } from '../kafka/client.js';
 import type { RouteTarget } from '../kafka/route.js';
 import type { Processor, ProcessorDefinition } from '../processors/stage.js';

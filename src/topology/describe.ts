@@ -1,8 +1,7 @@
 import type { GraphPort, GraphStage, GraphTopic, ResourceKind, TopologyGraph } from './graph.js';
 
 /** Output formats of `magpie topology show`. */
-export const GRAPH_FORMATS = ['text', 'dot', 'mermaid', 'json'] as const;
-export type GraphFormat = (typeof GRAPH_FORMATS)[number];
+export type GraphFormat = 'text' | 'dot' | 'mermaid' | 'json';
 
 export function renderGraph(graph: TopologyGraph, format: GraphFormat): string {
   switch (format) {
@@ -47,7 +46,7 @@ export function describeText(graph: TopologyGraph): string {
       }
       const details = [
         `type: ${stage.type}`,
-        `batch ${stage.batchSize ?? 'auto'}, window ${stage.window ?? 'auto'}, concurrency ${stage.concurrency}, ${stage.exactlyOnce ? 'exactly-once' : 'at-least-once'}`,
+        `batch ${stage.batchSize ?? 'auto'}, ${stage.kind === 'processor' ? `window ${stage.window ?? 'auto'}, ` : ''}concurrency ${stage.concurrency}, ${stage.exactlyOnce ? 'exactly-once' : 'at-least-once'}`,
         ...usesOf(stage),
         `stores: [${stage.stores.map((s) => s.name).join(', ')}]`,
       ];

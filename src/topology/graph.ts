@@ -40,6 +40,7 @@ export interface GraphStage {
   readonly stores: readonly StateStore[];
   /** Undefined: follows from the stage's backends when it runs (build.ts, stageTuning). */
   readonly batchSize: number | undefined;
+  /** Chunks of one input partition in flight (processors only; undefined: follows from the backends). */
   readonly window: number | undefined;
   readonly concurrency: number;
   readonly exactlyOnce: boolean;
@@ -111,8 +112,8 @@ export function buildGraph(topology: Topology): TopologyGraph {
       uses: stage.uses,
       stores,
       batchSize: stage.batchSize,
-      // A stage with state runs one chunk at a time whatever it says (load.ts refuses more, build.ts sets 1).
-      window: stores.length > 0 ? 1 : stage.window,
+      // Processors only. One with state runs one chunk at a time (load.ts refuses more, build.ts sets 1).
+      window: stage.definition.kind === 'source' ? undefined : stores.length > 0 ? 1 : stage.window,
       concurrency: stage.concurrency,
       exactlyOnce: stage.exactlyOnce,
     };

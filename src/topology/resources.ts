@@ -1,11 +1,11 @@
-import type { StageMetrics } from '../core/metrics.js';
-import { instrumentBackend } from '../inference/instrumented.js';
 import { ConfigError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import type { StageMetrics } from '../core/metrics.js';
 import type { Embedder } from '../embedding/embedder.js';
 import { createEmbedder } from '../embedding/transformers.js';
 import type { InferenceBackend } from '../inference/backend.js';
 import { createBackend } from '../inference/factory.js';
+import { instrumentBackend } from '../inference/instrumented.js';
 import { RewardClient, type RewardModel } from '../inference/reward.js';
 import type { StageDeps } from '../processors/stage.js';
 import type { ResolvedStage, StageResources, Topology } from './load.js';
@@ -53,7 +53,7 @@ export class Resources {
   constructor(
     private readonly topology: Topology,
     private readonly logger: Logger,
-    /** Backends report requests, latency, tokens and errors here. */
+    /** When given, each backend reports its requests, tokens and latency here. */
     private readonly metrics?: StageMetrics,
   ) {
     this.backends = new Pool(async (name) => {

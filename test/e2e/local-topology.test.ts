@@ -19,6 +19,10 @@ import { makeInstruction, produceRecords, readAll } from '../support/records.js'
  */
 const COUNT = 32;
 const TEMPLATE_TOKENS = ['<|im_start|>', '<|im_end|>', '<|endoftext|>'];
+/** The values a well-formed tag takes. */
+const TAG_VALUES = { task_category: TASK_CATEGORIES, input_quality: INPUT_QUALITY_LEVELS } as const;
+/** Share of sink records that must carry each judge tag rather than a tag failure. */
+const MIN_TAGGED_SHARE = 0.5;
 /**
  * Requests for an assistant are common real instructions. SmolLM2-135M seldom writes one by itself (none in 64
  * samples), so a few are fed into the instruction topic beside its own, as a second generator would.
@@ -29,10 +33,6 @@ const NATURAL = [
   'Write a short job ad for an ASSISTANT MANAGER at a bakery.',
 ].map((text, i) => ({ ...makeInstruction(900 + i, text), model: 'HuggingFaceTB/SmolLM2-135M-Instruct' }));
 const naturalUuids = new Set(NATURAL.map((n) => n.uuid));
-/** The values a well-formed tag takes. */
-const TAG_VALUES = { task_category: TASK_CATEGORIES, input_quality: INPUT_QUALITY_LEVELS } as const;
-/** Share of sink records that must carry each judge tag rather than a tag failure. */
-const MIN_TAGGED_SHARE = 0.5;
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'warn' });
 const serde = createSerde();
 let topology: Topology;

@@ -18,7 +18,7 @@ import { classifyAccessFailure, explainAccessFailure, KafkaAccessError } from '.
 import { createKafka } from '../../../src/kafka/client.js';
 import { createKafkaSerde } from '../../../src/kafka/schema-store.js';
 import type { Instruction } from '../../../src/serde/records.generated.js';
-import { createSerde, type RecordSerde } from '../../../src/serde/serde.js';
+import type { RecordSerde } from '../../../src/serde/serde.js';
 import { accessContext, createTopologyTopics, runTopology, type RunningTopology } from '../../../src/topology/build.js';
 import { waitUntilDrained } from '../../../src/topology/drain.js';
 import { loadTopologyFile, type Topology } from '../../../src/topology/load.js';

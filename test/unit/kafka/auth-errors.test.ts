@@ -4,8 +4,8 @@
  */
 import kafkajs from 'kafkajs';
 import { describe, expect, it } from 'vitest';
-import { topologyAcls } from '../../../src/topology/acls.js';
 import { classifyAccessFailure, explainAccessFailure, KafkaAccessError, type AccessContext } from '../../../src/kafka/auth-errors.js';
+import { topologyAcls } from '../../../src/topology/acls.js';
 import { parseTopology } from '../../../src/topology/load.js';
 
 // The kafkajs error classes, as its runtime exports them (its typings leave some out or under-declare them).

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { InferenceError } from '../../../src/core/errors.js';
 import type { Completion, CompletionRequest, InferenceBackend } from '../../../src/inference/backend.js';
 import { RewardDifferenceScorer, rewardDifference } from '../../../src/processors/reward-difference.js';
-import type { RewardInput, RewardScore } from '../../../src/inference/reward.js';
+import type { RewardInput } from '../../../src/inference/reward.js';
+import type { Judged } from '../../../src/processors/tagging.js';
 import { makeConversation } from '../../support/records.js';
 
 class BaseModel implements InferenceBackend {
@@ -26,7 +27,7 @@ class BaseModel implements InferenceBackend {
 class LengthReward {
   readonly model = 'rm';
   readonly scored: RewardInput[] = [];
-  async score(input: RewardInput): Promise<RewardScore> {
+  async score(input: RewardInput): Promise<Judged<number>> {
     this.scored.push(input);
     return { ok: true, value: input.response.length / 10 };
   }

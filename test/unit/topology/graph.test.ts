@@ -77,7 +77,7 @@ describe('topology graph', () => {
         '      <-- dedupe',
       ].join('\n'),
     );
-    expect(text).toContain('    Generator: instructions (type: generate-instructions; batch auto, window 1, concurrency 1, exactly-once; backends: [llm]; stores: [instructions.progress])');
+    expect(text).toContain('    Generator: instructions (type: generate-instructions; batch auto, concurrency 1, exactly-once; backends: [llm]; stores: [instructions.progress])');
     expect(text).toContain('  dedupe-index (1 partition, compacted; written by dedupe.changelog; read by outside the topology)');
     expect(text).toContain('  rewards.rm: score-json test-rm (used by: reward)');
   });
