@@ -7,7 +7,11 @@ import { describeRule, type AclResourceType, type AclRule } from './acls.js';
  * resource, authentication failed, or TLS could not be set up.
  */
 export type AccessFailure =
-  | { kind: 'not-authorized'; resourceType: AclResourceType }
+  /**
+   * `inferred`: the broker did not say so; a coordinator lookup failed where a grant is needed. A broker that
+   * is restarting or electing a coordinator fails the same way, so this never stops a stage on its own.
+   */
+  | { kind: 'not-authorized'; resourceType: AclResourceType; inferred?: boolean }
   | { kind: 'authentication' }
   | { kind: 'tls'; reason: string }
   | { kind: 'closed-at-connect' };
@@ -95,7 +99,7 @@ export interface FailedCall {
 
 function coordinatorRefused(err: unknown, call: FailedCall): AccessFailure | undefined {
   if (!call.coordinator) return undefined;
-  for (const e of chain(err)) if (e['name'] === 'KafkaJSGroupCoordinatorNotFound') return { kind: 'not-authorized', resourceType: call.coordinator };
+  for (const e of chain(err)) if (e['name'] === 'KafkaJSGroupCoordinatorNotFound') return { kind: 'not-authorized', resourceType: call.coordinator, inferred: true };
   return undefined;
 }
 
@@ -181,7 +185,7 @@ export async function explainAccessFailure(err: unknown, ctx: AccessContext, cal
               : `${ctx.component} has no ACL on that ${failure.resourceType} (${call.names?.join(', ') ?? 'unnamed'}): it is outside what magpie acls grants it`;
       return new KafkaAccessError(
         'KAFKA_NOT_AUTHORIZED',
-        `${who} is not authorised on ${failure.resourceType}${missing.length === 1 && missing[0]!.resourceType !== 'CLUSTER' ? ` '${missing[0]!.resourceName}'` : ''}: ${what}${missing.length > 0 ? '; grant it with magpie acls <topology> --apply' : ''}`,
+        `${who}${failure.inferred ? ' cannot find the coordinator it needs: unless the broker is restarting, it' : ''} is not authorised on ${failure.resourceType}${missing.length === 1 && missing[0]!.resourceType !== 'CLUSTER' ? ` '${missing[0]!.resourceName}'` : ''}: ${what}${missing.length > 0 ? '; grant it with magpie acls <topology> --apply' : ''}`,
         failure,
         missing,
         err,
