@@ -37,8 +37,7 @@ export function guardAccess(kafka: Kafka, options: AccessGuardOptions): Kafka {
       lastLogged.set(explained.message, now);
       options.logger.error({ component: options.context.component, code: explained.code, missing: explained.details?.['missing'] }, explained.message);
     }
-    // An inferred refusal may be a broker that is restarting: logged, retried, never stopped for.
-    if (!(explained.failure.kind === 'not-authorized' && explained.failure.inferred)) options.onDenied?.(explained);
+    options.onDenied?.(explained);
     return explained;
   };
 

@@ -72,6 +72,14 @@ export class KafkaAccessError extends MagpieError {
   }
 }
 
+/**
+ * A refusal read from symptoms a broker that dies or restarts shows as well (a coordinator lookup that fails, a
+ * connection closed at once): certain at start-up, when nothing has worked yet; only likely once running.
+ */
+export function isInferredRefusal(err: KafkaAccessError): boolean {
+  return err.failure.kind === 'closed-at-connect' || (err.failure.kind === 'not-authorized' && err.failure.inferred === true);
+}
+
 /** Who is connecting and what it is meant to be allowed: the context a refusal is explained in. */
 export interface AccessContext {
   /** e.g. `User:respond`; for messages. */

@@ -5,7 +5,7 @@ import { StageMetrics } from '../core/metrics.js';
 import { guardAccess } from '../kafka/access-guard.js';
 import type { AclRule } from '../kafka/acls.js';
 import { ensureTopics, partitionCounts } from '../kafka/admin.js';
-import type { AccessContext, KafkaAccessError } from '../kafka/auth-errors.js';
+import { isInferredRefusal, type AccessContext, type KafkaAccessError } from '../kafka/auth-errors.js';
 import { createKafka } from '../kafka/client.js';
 import type { RouteTarget } from '../kafka/route.js';
 import type { Processor, ProcessorDefinition } from '../processors/stage.js';
@@ -145,6 +145,8 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
   // A refused stage stops (its uncommitted chunk is abandoned, so consumed again later) or keeps retrying.
   const deny = (names: readonly string[]) => (err: KafkaAccessError) => {
     if (topology.kafka.onAccessDenied === 'wait') return;
+    // Once running, a broker restarting or dying looks like these: logged and retried, never stopped for.
+    if (started && isInferredRefusal(err)) return;
     if (!started) refusedAtStart ??= err;
     for (const name of names) {
       const runner = runners.get(name);
