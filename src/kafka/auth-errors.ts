@@ -105,6 +105,21 @@ export interface FailedCall {
   readonly coordinator?: 'TRANSACTIONAL_ID' | 'GROUP';
 }
 
+/** Asks the broker about the groups directly: DescribeGroups answers GROUP_AUTHORIZATION_FAILED in so many words. */
+async function groupRefused(probe: Kafka, names: readonly string[]): Promise<boolean> {
+  if (names.length === 0) return false;
+  const admin = probe.admin();
+  try {
+    await admin.connect();
+    const { groups } = await admin.describeGroups([...names]);
+    return groups.some((g) => (g as { errorCode?: number }).errorCode === 30);
+  } catch (err) {
+    return [...chain(err)].some((e) => e['type'] === 'GROUP_AUTHORIZATION_FAILED' || e['code'] === 30);
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+}
+
 function coordinatorRefused(err: unknown, call: FailedCall): AccessFailure | undefined {
   if (!call.coordinator) return undefined;
   for (const e of chain(err)) if (e['name'] === 'KafkaJSGroupCoordinatorNotFound') return { kind: 'not-authorized', resourceType: call.coordinator, inferred: true };
@@ -155,8 +170,11 @@ async function missingRules(failure: Extract<AccessFailure, { kind: 'not-authori
  */
 export async function explainAccessFailure(err: unknown, ctx: AccessContext, call: FailedCall = {}, probe?: Kafka): Promise<KafkaAccessError | undefined> {
   if (err instanceof KafkaAccessError) return err;
-  const failure = classifyAccessFailure(err) ?? coordinatorRefused(err, call);
+  let failure = classifyAccessFailure(err) ?? coordinatorRefused(err, call);
   if (!failure) return undefined;
+  if (failure.kind === 'not-authorized' && failure.inferred && failure.resourceType === 'GROUP' && probe && (await groupRefused(probe, call.names ?? []))) {
+    failure = { kind: 'not-authorized', resourceType: 'GROUP' };
+  }
   const who = `${ctx.component} (${ctx.principal})`;
   switch (failure.kind) {
     case 'authentication': {
