@@ -60,6 +60,17 @@ async function finish(s: Scenario, fault: string, liftedAt: number, note?: strin
   return row;
 }
 
+/** Kills a first process (SIGKILL) a quarter of the way through, starts a second, and checks the sink. */
+async function killMidBatchAndRestart(s: Scenario, fault: string): Promise<StageProcess> {
+  const first = s.spawn();
+  await s.tail.waitFor(N / 4);
+  await first.kill();
+  expect(s.tail.count).toBeLessThan(N);
+  const second = s.spawn();
+  await finish(s, fault, Date.now());
+  return second;
+}
+
 function alive(...processes: StageProcess[]): void {
   for (const p of processes) expect(p.running, `pid ${p.pid} exited; log ${p.logFile}\n${p.problems()}`).toBe(true);
 }
@@ -67,14 +78,7 @@ function alive(...processes: StageProcess[]): void {
 describe('fault injection (real brokers, real processes)', () => {
   it('(a) kill -9 of a stage process mid-batch, then a restart', async () => {
     const s = await scenario({ name: 'kill9', brokers: bootstrap, patch: slowCopy(150) });
-    const first = s.spawn();
-    await s.tail.waitFor(N / 4);
-    await first.kill();
-    expect(s.tail.count).toBeLessThan(N);
-    const second = s.spawn();
-    const liftedAt = Date.now();
-    await finish(s, 'kill -9 mid-batch + restart', liftedAt);
-    alive(second);
+    alive(await killMidBatchAndRestart(s, 'kill -9 mid-batch + restart'));
   });
 
   it('(b) restart of the broker while a stage runs', async () => {
@@ -152,13 +156,7 @@ describe('fault injection (real brokers, real processes)', () => {
 
   it('(f) kill -9 of a process mid-chain (two stages chained in memory), then a restart', async () => {
     const s = await scenario({ name: 'chain-kill9', brokers: bootstrap, topology: 'topologies/test/chain.yaml', sinkStage: 'copy-again', patch: slowCopy(150) });
-    const first = s.spawn();
-    await s.tail.waitFor(N / 4);
-    await first.kill();
-    expect(s.tail.count).toBeLessThan(N);
-    const second = s.spawn();
-    const liftedAt = Date.now();
-    await finish(s, 'kill -9 mid-chain (copy -> copy-again), restart', liftedAt);
+    const second = await killMidBatchAndRestart(s, 'kill -9 mid-chain (copy -> copy-again), restart');
     // The topic between the chained stages is never written.
     expect(await countRecords(s.kafka, s.topology.stages[0]!.ports.out!)).toBe(0);
     alive(second);
