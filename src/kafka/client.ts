@@ -41,6 +41,8 @@ export function createProducer(kafka: Kafka, options: { idempotent?: boolean; tr
   return kafka.producer(config);
 }
 
+const ROUTINE_RETRIES = /another concurrent operation on the same transaction|coordinator is loading|group coordinator is not available/i;
+
 /** Translates the topology's kafka block into a kafkajs client that logs through pino. */
 export function createKafka(config: KafkaConfig, logger: Logger): Kafka {
   // Records are keyed by uuid; kafkajs' current default partitioner (murmur2, like the Java client) is wanted.
@@ -55,7 +57,10 @@ export function createKafka(config: KafkaConfig, logger: Logger): Kafka {
     logLevel: logLevel.WARN,
     logCreator: () => ({ level, log }) => {
       const { message, timestamp: _t, logger: _l, ...extra } = log as unknown as Record<string, unknown>;
-      kafkaLogger[LEVELS[level] ?? 'info'](extra, String(message));
+      // Answers kafkajs retries by design (back-to-back transactions, a coordinator loading after a start) are
+      // not worth a warning to a person watching the feed.
+      const routine = ROUTINE_RETRIES.test(`${String(message)} ${String(extra['error'] ?? '')}`);
+      kafkaLogger[routine ? 'debug' : (LEVELS[level] ?? 'info')](extra, String(message));
     },
   };
   if (config.ssl) {
