@@ -27,12 +27,16 @@ export function instrumentBackend(name: string, backend: InferenceBackend, metri
       throw err;
     }
   };
+  // Everything a backend offers besides the two measured calls passes through: its concurrency sizes the
+  // stages' windows, its chat template serves `template: auto`.
   return {
     id: backend.id,
     model: backend.model,
+    ...(backend.concurrency === undefined ? {} : { concurrency: backend.concurrency }),
     complete: (req: CompletionRequest) => measured('complete', () => backend.complete(req)),
     chat: (req: ChatRequest) => measured('chat', () => backend.chat(req)),
     close: () => backend.close(),
     ...(backend.health ? { health: () => backend.health!() } : {}),
+    ...(backend.modelChatTemplate ? { modelChatTemplate: () => backend.modelChatTemplate!() } : {}),
   };
 }
