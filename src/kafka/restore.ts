@@ -1,10 +1,11 @@
 import { ConfigError, errorMessage } from '../core/errors.js';
 import type { Kafka } from 'kafkajs';
 import type { Logger } from '../core/logger.js';
-import type { ChangelogRead } from '../processors/stage.js';
+import type { ChangelogRead, StateRestorer } from '../processors/stage.js';
 import type { RecordSerde } from '../serde/serde.js';
 import type { SchemaName } from '../serde/schemas.js';
 import { readTopic } from './read-topic.js';
+import type { RouteTarget } from './route.js';
 
 /**
  * Reads a stage's changelog topic (one partition) from `from` (default: its beginning) up to the end offset
@@ -47,4 +48,21 @@ export async function restoreTopic(
   if (failure) throw failure instanceof ConfigError ? failure : new Error(`cannot restore state from ${topic}: ${errorMessage(failure)}`);
   if (count > 0) logger.info({ topic, records: count, from: from?.toString(), ms: Date.now() - started }, 'state restored');
   return { records: count, next };
+}
+
+/** Reads a stage's (or source's) own ports back: what StateRestorer hands its init and onAssigned. */
+export function portRestorer(kafka: Kafka, serde: RecordSerde, target: Pick<RouteTarget, 'name' | 'ports' | 'portSchemas'>, logger: Logger): StateRestorer {
+  const topicOf = (port: string) => {
+    const topic = target.ports[port];
+    if (!topic) throw new Error(`stage ${target.name} has no port '${port}'`);
+    return topic;
+  };
+  return {
+    topicOf,
+    restore: (port, onRecord, from) => {
+      const schema = target.portSchemas[port];
+      if (!schema) throw new Error(`stage ${target.name} has no port '${port}' to restore from`);
+      return restoreTopic(kafka, serde, topicOf(port), schema, onRecord, logger, from);
+    },
+  };
 }

@@ -5,11 +5,11 @@ import { errorCode, errorMessage, isRetryable } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
 import { backoffDelay, sleep } from '../core/retry.js';
-import type { Source, StageContext, StateRestorer } from '../processors/stage.js';
+import type { Source, StageContext } from '../processors/stage.js';
 import type { RecordSerde } from '../serde/serde.js';
 import { fetchMessageLimits } from './admin.js';
 import { AtLeastOnceCommitter, TransactionalCommitter, type Committer } from './committer.js';
-import { restoreTopic } from './restore.js';
+import { portRestorer } from './restore.js';
 import { messageLimit, OutcomeRouter, type RouteTarget } from './route.js';
 import type { OutboundMessage } from './send-plan.js';
 
@@ -88,20 +88,7 @@ export class SourceRunner extends EventEmitter {
     // below sees everything committed and waits on nothing.
     await this.committer.fence(this.writer);
     const ctx: StageContext = { logger: this.log, signal: this.abort.signal, heartbeat: async () => undefined };
-    const topicOf = (port: string) => {
-      const topic = target.ports[port];
-      if (!topic) throw new Error(`stage ${target.name} has no port '${port}'`);
-      return topic;
-    };
-    const restorer: StateRestorer = {
-      topicOf,
-      restore: (port, onRecord, from) => {
-        const schema = target.portSchemas[port];
-        if (!schema) throw new Error(`stage ${target.name} has no port '${port}' to restore from`);
-        return restoreTopic(kafka, this.options.serde, topicOf(port), schema, onRecord, this.log, from);
-      },
-    };
-    await this.source.init?.(ctx, restorer);
+    await this.source.init?.(ctx, portRestorer(kafka, this.options.serde, target, this.log));
     this.loop = this.run(ctx).catch((err: unknown) => {
       if (this.abort.signal.aborted) return;
       this.failure = err;

@@ -7,12 +7,11 @@ import type { StageMetrics } from '../core/metrics.js';
 import { backoffDelay, sleep } from '../core/retry.js';
 import type { Processor, StageContext, StateRestorer } from '../processors/stage.js';
 import type { RecordSerde } from '../serde/serde.js';
-import type { SchemaName } from '../serde/schemas.js';
 import { fetchMessageLimits } from './admin.js';
 import { AtLeastOnceCommitter, TransactionalCommitter, type Committer } from './committer.js';
 import { PartitionWindow, type CommitGroup, type CommitResult } from './partition-window.js';
 import { headersToStrings, messageLimit, routeChain, type ChainLink, type RawRecord, type RouteTarget, type RoutedBatch } from './route.js';
-import { restoreTopic } from './restore.js';
+import { portRestorer } from './restore.js';
 
 export interface StageRunnerOptions {
   kafka: Kafka;
@@ -29,8 +28,6 @@ export interface StageRunnerOptions {
   concurrency: number;
   exactlyOnce: boolean;
   sessionTimeoutMs: number;
-  /** Schema of each extra port, for restoring state from it. */
-  portSchemas: Readonly<Record<string, SchemaName>>;
   /** When calls keep failing with retryable errors, consumption pauses and a probe retries after a cool-down. */
   circuitBreaker?: CircuitBreakerOptions;
   /** Writes outputs and offsets; built from `exactlyOnce` when absent. */
@@ -90,7 +87,8 @@ export class StageRunner extends EventEmitter {
   private readonly backpressured = new Set<number>();
   /** Last offset seen for partitions this runner holds no window for (control records at the start). */
   private readonly skipped = new Map<number, bigint>();
-  private limits: Record<string, number> = {};
+  /** Reads the stage's changelog ports, for init and for catching up after each fence. */
+  private readonly restorer: StateRestorer;
 
   constructor(
     private readonly processor: Processor<unknown, unknown>,
@@ -98,7 +96,9 @@ export class StageRunner extends EventEmitter {
   ) {
     super();
     this.log = options.logger.child({ stage: options.target.name });
-    const limitOf = (topic: string) => this.limits[topic] ?? messageLimit(options.target, topic);
+    this.restorer = portRestorer(options.kafka, options.serde, options.target, this.log);
+    // The limits are read from the broker at start (into target.messageLimits, shared by the chain's stages).
+    const limitOf = (topic: string) => messageLimit(options.target, topic);
     this.committer =
       options.committer ??
       (options.exactlyOnce ? new TransactionalCommitter(options.kafka, options.groupId, this.log, { limitOf }) : new AtLeastOnceCommitter(options.kafka, { limitOf }));
@@ -139,27 +139,13 @@ export class StageRunner extends EventEmitter {
     return this.admin;
   }
 
-  /** Reads the stage's changelog ports, for init and for catching up after each fence. */
-  private readonly restorer: StateRestorer = {
-    topicOf: (port) => {
-      const topic = this.options.target.ports[port];
-      if (!topic) throw new Error(`stage ${this.options.target.name} has no port '${port}'`);
-      return topic;
-    },
-    restore: async (port, onRecord, from) => {
-      const topic = this.options.target.ports[port];
-      const schema = this.options.portSchemas[port];
-      if (!topic || !schema) throw new Error(`stage ${this.options.target.name} has no port '${port}' to restore from`);
-      return restoreTopic(this.options.kafka, this.options.serde, topic, schema, onRecord, this.log, from);
-    },
-  };
 
   async start(): Promise<void> {
     const { kafka, groupId, input, concurrency, sessionTimeoutMs, target } = this.options;
     // The broker's own size limits of every output topic: sends are split to fit, larger records dead-lettered.
     const outputs = this.links.flatMap((l) => [...Object.values(l.target.ports), l.target.rejects, l.target.deadLetter]);
-    this.limits = { ...target.messageLimits, ...(await fetchMessageLimits(await this.adminClient(), outputs)) };
-    for (const link of this.links) link.target.messageLimits = this.limits;
+    const limits = { ...target.messageLimits, ...(await fetchMessageLimits(await this.adminClient(), outputs)) };
+    for (const link of this.links) link.target.messageLimits = limits;
     await this.processor.init?.(this.context(this.log, this.abort.signal), this.restorer);
     for (const f of this.options.followers ?? []) {
       await f.processor.init?.(this.context(this.log.child({ stage: f.target.name }), this.abort.signal), this.restorer);

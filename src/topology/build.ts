@@ -13,7 +13,7 @@ import { SourceRunner } from '../kafka/source-runner.js';
 import { StageRunner } from '../kafka/stage-runner.js';
 import { createKafkaSerde } from '../kafka/schema-store.js';
 import type { RecordSerde } from '../serde/serde.js';
-import { topologyTopics, type ResolvedStage, type Topology } from './load.js';
+import { keepsState, topologyTopics, type ResolvedStage, type Topology } from './load.js';
 import { Resources } from './resources.js';
 import { stagePrincipal, topologyAcls } from './acls.js';
 
@@ -30,11 +30,6 @@ export function routeTarget(stage: ResolvedStage): RouteTarget {
   };
 }
 
-/** Stages with state (a compacted changelog port) process their chunks strictly one after another. */
-function stateful(stage: ResolvedStage): boolean {
-  return Object.values(stage.definition.extraPorts ?? {}).some((p) => p.compacted);
-}
-
 /**
  * Chunk size and window of a stage. Unset, they follow from the backend: a partition's window holds four times
  * the requests the backend runs at once, in sixteen chunks, so the server stays full while the oldest chunk waits
@@ -42,8 +37,8 @@ function stateful(stage: ResolvedStage): boolean {
  * while one transaction commits, the chunks done meanwhile wait to go out together in the next.
  */
 export function stageTuning(stage: ResolvedStage, backendConcurrency: number | undefined): { batchSize: number; window: number } {
-  // load.ts refuses a window over 1 for these.
-  if (stateful(stage)) return { batchSize: stage.batchSize ?? 32, window: 1 };
+  // A stage with state processes its chunks strictly one after another; load.ts refuses a window over 1.
+  if (keepsState(stage.definition)) return { batchSize: stage.batchSize ?? 32, window: 1 };
   if (backendConcurrency === undefined) return { batchSize: stage.batchSize ?? 32, window: stage.window ?? 8 };
   const window = stage.window ?? 16;
   const batchSize = stage.batchSize ?? Math.min(512, Math.max(1, Math.ceil((4 * backendConcurrency) / window)));
@@ -195,7 +190,7 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
         const guarded = guardAccess(client, { context: accessContext(topology, `stage ${starting}`, chain), logger, onDenied: deny(chain.map((s) => s.name)) });
         const runner = new StageRunner(processorOf(stage), {
           kafka: guarded, serde, logger, metrics, target, groupId: stage.groupId, input: stage.input!, batchSize, window,
-          concurrency: stage.concurrency, exactlyOnce: stage.exactlyOnce, sessionTimeoutMs: stage.sessionTimeoutMs, portSchemas: target.portSchemas,
+          concurrency: stage.concurrency, exactlyOnce: stage.exactlyOnce, sessionTimeoutMs: stage.sessionTimeoutMs,
           circuitBreaker: stage.circuitBreaker, followers,
         });
         for (const s of chain) runners.set(s.name, runner);

@@ -174,7 +174,7 @@ export function parseTopology(text: string, source: string, options: LoadOptions
       if (!s.ports[port] && spec.defaultSuffix !== undefined) defaultPorts[port] = topic(`${s.output}${spec.defaultSuffix}`);
       else if (!s.ports[port]) problems.push(`stages[${i}].ports.${port}: stage type '${s.type}' needs a topic for its '${port}' port`);
     }
-    if (Object.values(definition.extraPorts ?? {}).some((p) => p.compacted) && s.window !== undefined && s.window > 1) {
+    if (keepsState(definition) && s.window !== undefined && s.window > 1) {
       problems.push(`stages[${i}].window: stage type '${s.type}' keeps state and processes one chunk at a time; remove window or set it to 1`);
     }
     for (const port of Object.keys(s.ports)) {
@@ -232,8 +232,8 @@ function unique(names: readonly string[] | undefined): string[] {
 }
 
 /** A stage keeps state (a compacted changelog port, or one index over its input). */
-export function keepsState(stage: ResolvedStage): boolean {
-  return Boolean(stage.definition.singlePartitionInput) || Object.values(stage.definition.extraPorts ?? {}).some((p) => p.compacted);
+export function keepsState(definition: AnyStageDefinition): boolean {
+  return Boolean(definition.singlePartitionInput) || Object.values(definition.extraPorts ?? {}).some((p) => p.compacted);
 }
 
 /**
@@ -252,7 +252,7 @@ function chainProblems(stages: readonly ResolvedStage[]): string[] {
     if (prev.ports['out'] !== s.input) return void problems.push(`${at}: ${s.name} reads ${s.input}, but ${prev.name} before it writes ${prev.ports['out']}; chain only after the stage whose output you read`);
     const readers = stages.filter((r) => r.input === s.input).map((r) => r.name);
     if (readers.length > 1) problems.push(`${at}: ${s.input} is read by ${readers.join(', ')}; a chained topic must have one reader (remove via, and the topic carries it)`);
-    if (keepsState(s) || keepsState(prev)) problems.push(`${at}: ${keepsState(s) ? s.name : prev.name} keeps state, which needs a topic of its own; remove via`);
+    if (keepsState(s.definition) || keepsState(prev.definition)) problems.push(`${at}: ${keepsState(s.definition) ? s.name : prev.name} keeps state, which needs a topic of its own; remove via`);
     if (s.exactlyOnce !== prev.exactlyOnce) problems.push(`${at}: ${s.name} and ${prev.name} differ in exactlyOnce; a chain commits once for all its stages`);
     for (const field of ['batchSize', 'window'] as const) {
       if (s[field] !== undefined) problems.push(`stages[${i}].${field}: ${s.name} runs in the chunks of the chain it is in; set ${field} on the chain's first stage instead`);

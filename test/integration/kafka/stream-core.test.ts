@@ -109,7 +109,7 @@ describe('stream core under real failures', () => {
     const { window } = stageTuning(stage, undefined);
     const runner = new StageRunner(processor as Processor<unknown, unknown>, {
       kafka, serde, logger, metrics: new StageMetrics(), groupId: stage.groupId, input: stage.input!, target, batchSize: 100, window,
-      concurrency: 3, exactlyOnce: true, sessionTimeoutMs: 30_000, portSchemas: target.portSchemas, committer: faulty,
+      concurrency: 3, exactlyOnce: true, sessionTimeoutMs: 30_000, committer: faulty,
     });
     await runner.start();
     try {
