@@ -88,6 +88,12 @@ function resolveApiKey(name: string, config: z.output<typeof openaiConfigSchema>
 /** The batch each kind of server runs by default. */
 const DEFAULT_SERVER_BATCH: Record<OpenAIServer, number> = { vllm: 256, sglang: 256, tgi: 128, llamacpp: 4, generic: 64 };
 
+/** Requests a backend runs at once, from its config alone (for stages whose backend this process does not load). */
+export function configuredConcurrency(config: BackendConfig): number {
+  if (config.type === 'llamacpp') return config.sequences;
+  return config.maxConcurrency ?? (config.serverBatch ?? DEFAULT_SERVER_BATCH[config.server]) * (config.baseUrls?.length ?? 1);
+}
+
 /** Builds (and, for llama.cpp, loads) the backend a validated config describes. */
 export async function createBackend(name: string, config: BackendConfig, logger: Logger, env: NodeJS.ProcessEnv = process.env): Promise<InferenceBackend> {
   if (config.type === 'openai') {
@@ -99,7 +105,7 @@ export async function createBackend(name: string, config: BackendConfig, logger:
       model: config.model,
       server: config.server,
       ...(apiKey === undefined ? {} : { apiKey }),
-      maxConcurrency: config.maxConcurrency ?? (config.serverBatch ?? DEFAULT_SERVER_BATCH[config.server]) * (config.baseUrls?.length ?? 1),
+      maxConcurrency: configuredConcurrency(config),
       ...(config.connectionsPerUrl === undefined ? {} : { connectionsPerUrl: config.connectionsPerUrl }),
       timeoutMs: config.timeoutMs,
       retries: config.retries,

@@ -27,6 +27,9 @@ export interface WindowHooks {
   failed(err: unknown): void;
 }
 
+/** Chunks a window holds in all (processing or finished and waiting to commit in order), per chunk it processes. */
+const HELD_PER_SLOT = 4;
+
 interface Chunk {
   raws: RawRecord[];
   first: bigint;
@@ -69,6 +72,11 @@ export class PartitionWindow {
     this.fetchedThrough = committedNext - 1n;
   }
 
+  /** Records a window takes before it pauses its partition: its chunks held, and a full buffer. */
+  static capacity(size: number, batchSize: number): number {
+    return (size * HELD_PER_SLOT + size) * batchSize;
+  }
+
   /** Nothing buffered, in flight or waiting to commit. */
   get idle(): boolean {
     return this.buffer.length === 0 && this.chunks.length === 0;
@@ -98,8 +106,19 @@ export class PartitionWindow {
     if (lastOffset + 1n > this.expected) this.expected = lastOffset + 1n;
   }
 
+  /** Chunks whose processing has not finished (the rest wait for an older chunk to commit). */
+  private get working(): number {
+    let n = 0;
+    for (const c of this.chunks) if (!c.result) n++;
+    return n;
+  }
+
   private pump(): void {
-    while (!this.closed && this.buffer.length > 0 && this.chunks.length < this.size) {
+    // `size` bounds the chunks being processed. Finished chunks queued behind a slower older one do not count
+    // against it (a straggler would otherwise leave the server short of work: head-of-line blocking), but the
+    // window holds at most HELD_PER_SLOT × size chunks in all, so a record that takes its whole timeout cannot
+    // make it grow without bound.
+    while (!this.closed && this.buffer.length > 0 && this.working < this.size && this.chunks.length < this.size * HELD_PER_SLOT) {
       this.start(this.buffer.splice(0, this.batchSize));
     }
     const full = this.buffer.length >= this.batchSize * this.size;
@@ -123,6 +142,7 @@ export class PartitionWindow {
       (result) => {
         chunk.result = result;
         this.drainCommits();
+        this.pump();
       },
       (err: unknown) => {
         if (!chunk.abort.signal.aborted) this.hooks.failed(err);

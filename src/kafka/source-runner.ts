@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter, setMaxListeners } from 'node:events';
-import type { Kafka } from 'kafkajs';
+import type { Admin, Kafka } from 'kafkajs';
 import { errorCode, errorMessage, isRetryable } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
@@ -8,6 +8,7 @@ import { backoffDelay, sleep } from '../core/retry.js';
 import type { Source, StageContext } from '../processors/stage.js';
 import type { RecordSerde } from '../serde/serde.js';
 import { fetchMessageLimits } from './admin.js';
+import { BacklogGate, type BacklogBound } from './backlog-gate.js';
 import { AtLeastOnceCommitter, TransactionalCommitter, type Committer } from './committer.js';
 import { portRestorer } from './restore.js';
 import { messageLimit, OutcomeRouter, type RouteTarget } from './route.js';
@@ -38,6 +39,8 @@ export interface SourceRunnerOptions {
    * this long for the broker to abort the transaction it left open (a restarted source has a new id).
    */
   transactionTimeoutMs?: number;
+  /** The source waits while the stages reading its output are this far behind (see BacklogGate). */
+  backlog?: BacklogBound;
 }
 
 /**
@@ -53,12 +56,16 @@ export class SourceRunner extends EventEmitter {
   private readonly log: Logger;
   private loop: Promise<void> | undefined;
   private draining = false;
+  /** Aborted when the runner starts stopping: a source waiting for its readers stops waiting. */
+  private readonly drainSignal = new AbortController();
   private failure: unknown;
   /** Transactional writer: the instance's own, or, for an exclusive source, the one every instance shares. */
   readonly writer: string;
   /** Another instance of an exclusive source fenced this one: it stops producing. */
   private takenOver = false;
   readonly totals = { out: 0, rejected: 0 };
+  private admin: Promise<Admin> | undefined;
+  private readonly gate: BacklogGate | undefined;
 
   constructor(
     private readonly source: Source<unknown>,
@@ -67,6 +74,19 @@ export class SourceRunner extends EventEmitter {
     super();
     this.log = options.logger.child({ stage: options.target.name });
     this.writer = source.exclusive ? 'exclusive' : randomUUID();
+    this.gate = options.backlog && options.backlog.max > 0 && options.backlog.groups.length > 0 ? new BacklogGate(() => this.adminClient(), options.backlog, this.log) : undefined;
+  }
+
+  private adminClient(): Promise<Admin> {
+    this.admin ??= (async () => {
+      const admin = this.options.kafka.admin();
+      await admin.connect();
+      return admin;
+    })().catch((err: unknown) => {
+      this.admin = undefined;
+      throw err;
+    });
+    return this.admin;
   }
 
   async start(): Promise<void> {
@@ -95,7 +115,7 @@ export class SourceRunner extends EventEmitter {
       this.log.fatal({ code: errorCode(err), err: errorMessage(err) }, 'source failed for good');
       this.emit('fatal', err);
     });
-    this.log.info({ output: target.ports.out, writer: this.writer }, 'source started');
+    this.log.info({ output: target.ports.out, writer: this.writer, maxBacklog: this.gate ? this.options.backlog!.max : null }, 'source started');
   }
 
   /** Resolves when the source has finished (or was stopped); rejects when it failed for good. */
@@ -108,6 +128,8 @@ export class SourceRunner extends EventEmitter {
     const { target, serde, batchSize } = this.options;
     for (let failures = 0; !this.draining && !this.takenOver; ) {
       let outcomes;
+      await this.gate?.wait(this.drainSignal.signal);
+      if (this.draining) break;
       try {
         outcomes = await this.source.next(batchSize, ctx);
         failures = 0;
@@ -163,6 +185,7 @@ export class SourceRunner extends EventEmitter {
   /** Lets the batch in flight finish (up to graceMs), then stops the source and closes the producer. */
   async stop(graceMs = 10_000): Promise<void> {
     this.draining = true;
+    this.drainSignal.abort();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.loop, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
     clearTimeout(timer);
@@ -170,6 +193,7 @@ export class SourceRunner extends EventEmitter {
     await this.loop;
     await this.source.close?.();
     await this.committer?.close();
+    await this.admin?.then((a) => a.disconnect()).catch(() => undefined);
     this.log.info('source stopped');
   }
 }

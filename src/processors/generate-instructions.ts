@@ -22,8 +22,12 @@ const config = z.object({
   systemPrompts: systemPromptMixtureSchema.optional(),
   /** Instructions sampled per request (vLLM `n`): diversity comes from sampling alone. */
   samplesPerRequest: z.number().int().min(1).max(256).default(4),
-  /** Requests kept in flight, so a continuous-batching server never runs dry. */
-  inFlight: z.number().int().min(1).max(4096).default(8),
+  /**
+   * Requests kept in flight. Default: enough for the backend's whole batch (its concurrency ÷ samplesPerRequest,
+   * at least 2; 8 when the backend does not say), so the source alone could fill the server; the source runner's backlog bound keeps it from
+   * running further ahead of the stages that read its output.
+   */
+  inFlight: z.number().int().min(1).max(4096).optional(),
   /**
    * Stop once this many instructions are in the output topic, counted across restarts (the progress port
    * keeps the count); forever when absent. With a count mixture the target is the sum of its counts.
@@ -76,6 +80,8 @@ export class InstructionGenerator implements Source<Instruction | SourceProgress
   readonly exclusive: boolean;
   private readonly ready: Ready[] = [];
   private inflight = 0;
+  /** Requests kept running at once. */
+  readonly inFlight: number;
   private lastStart = 0;
   private failure: unknown;
   private wake: (() => void) | undefined;
@@ -91,6 +97,7 @@ export class InstructionGenerator implements Source<Instruction | SourceProgress
       throw new ConfigError(`stage ${stageName}: count is ${config.count} but the sampling counts add up to ${total}; drop count or make them agree`, { count: config.count });
     }
     this.plan = new DecodingPlan(decodingSettings(config.sampling), total ?? config.count);
+    this.inFlight = config.inFlight ?? (backend.concurrency === undefined ? 8 : Math.max(2, Math.ceil(backend.concurrency / config.samplesPerRequest)));
     this.exclusive = this.plan.total !== undefined;
   }
 
@@ -129,7 +136,7 @@ export class InstructionGenerator implements Source<Instruction | SourceProgress
   }
 
   private fill(ctx: StageContext): void {
-    while (!ctx.signal.aborted && this.inflight < this.config.inFlight && this.failure === undefined) {
+    while (!ctx.signal.aborted && this.inflight < this.inFlight && this.failure === undefined) {
       const next = this.plan.take(this.config.samplesPerRequest);
       if (!next) return;
       this.inflight++;

@@ -6,6 +6,7 @@ import { guardAccess } from '../kafka/access-guard.js';
 import type { AclRule } from '../kafka/acls.js';
 import { ensureTopics, partitionCounts } from '../kafka/admin.js';
 import { isInferredRefusal, type AccessContext, type KafkaAccessError } from '../kafka/auth-errors.js';
+import type { BacklogBound } from '../kafka/backlog-gate.js';
 import { createKafka } from '../kafka/client.js';
 import type { RouteTarget } from '../kafka/route.js';
 import type { Processor, ProcessorDefinition } from '../processors/stage.js';
@@ -43,6 +44,22 @@ export function stageTuning(stage: ResolvedStage, backendConcurrency: number | u
   const window = stage.window ?? 16;
   const batchSize = stage.batchSize ?? Math.min(512, Math.max(1, Math.ceil((4 * backendConcurrency) / window)));
   return { batchSize, window };
+}
+
+/**
+ * How far a source may run ahead of the stages reading its output (in their consumer groups, whichever process
+ * runs them): by default twice what their windows process at once on every partition, so each window has its
+ * next chunks waiting while it works and the source runs no further ahead.
+ */
+export function backlogBound(topology: Topology, source: ResolvedStage, concurrencyOf: (stage: ResolvedStage) => number | undefined): BacklogBound {
+  const topic = source.ports['out']!;
+  const chains = topologyChains(topology).filter((chain) => chain[0]!.input === topic);
+  const capacity = Math.max(0, ...chains.map((chain) => {
+    const concurrencies = chain.map(concurrencyOf).filter((c): c is number => c !== undefined);
+    const { batchSize, window } = stageTuning(chain[0]!, concurrencies.length ? concurrencies.reduce((a, b) => a + b, 0) : undefined);
+    return 2 * source.partitions * window * batchSize;
+  }));
+  return { topic, groups: chains.map((chain) => chain[0]!.groupId), max: source.maxBacklog ?? capacity };
 }
 
 export async function createTopologyTopics(kafka: Kafka, topology: Topology, logger?: Logger): Promise<string[]> {
@@ -178,6 +195,7 @@ export async function runTopology(topology: Topology, logger: Logger, options: R
         if (typeof count === 'number') metrics.setSourceTarget(stage.name, count);
         const runner = new SourceRunner(def.create(stage.config as never, deps), {
           kafka: stageKafka(stage), serde, logger, metrics, target, batchSize: stage.batchSize ?? 32, exactlyOnce: stage.exactlyOnce, transactionalIdPrefix: `${stage.groupId}-source`,
+          backlog: backlogBound(topology, stage, (s) => resources.backendConcurrency(s)),
         });
         runners.set(stage.name, runner);
         await runner.start();

@@ -42,6 +42,8 @@ export interface ResolvedStage {
   /** Unset: follows from the stage's backend (see build.ts). */
   readonly batchSize: number | undefined;
   readonly window: number | undefined;
+  /** Sources: the readers' backlog the source waits at (undefined: derived from the readers' windows). */
+  readonly maxBacklog: number | undefined;
   readonly concurrency: number;
   /** 'memory': chained after the stage before it (see schema.ts). */
   readonly via: 'topic' | 'memory';
@@ -168,6 +170,7 @@ export function parseTopology(text: string, source: string, options: LoadOptions
     seen.add(s.name);
     if (definition.kind === 'processor' && !s.input) problems.push(`stages[${i}].input: stage type '${s.type}' consumes a topic; give input`);
     if (definition.kind === 'source' && s.input) problems.push(`stages[${i}].input: stage type '${s.type}' is a source and takes no input`);
+    if (definition.kind === 'processor' && s.maxBacklog !== undefined) problems.push(`stages[${i}].maxBacklog: only a source bounds the backlog it writes; stage type '${s.type}' reads a topic (remove maxBacklog)`);
     const extraPorts = Object.keys(definition.extraPorts ?? {});
     const defaultPorts: Record<string, string> = {};
     for (const [port, spec] of Object.entries(definition.extraPorts ?? {})) {
@@ -209,6 +212,7 @@ export function parseTopology(text: string, source: string, options: LoadOptions
       partitions: s.partitions ?? topics.partitions,
       batchSize: s.batchSize,
       window: s.window,
+      maxBacklog: s.maxBacklog,
       concurrency: s.concurrency,
       via: s.via,
       exactlyOnce: s.exactlyOnce,

@@ -4,7 +4,7 @@ import type { StageMetrics } from '../core/metrics.js';
 import type { Embedder } from '../embedding/embedder.js';
 import { createEmbedder } from '../embedding/transformers.js';
 import type { InferenceBackend } from '../inference/backend.js';
-import { createBackend } from '../inference/factory.js';
+import { configuredConcurrency, createBackend } from '../inference/factory.js';
 import { instrumentBackend } from '../inference/instrumented.js';
 import { RewardClient, type RewardModel } from '../inference/reward.js';
 import type { StageDeps } from '../processors/stage.js';
@@ -73,12 +73,15 @@ export class Resources {
     }
   }
 
-  /** Requests the backends of a stage run at once, summed (undefined: the stage uses no backend). */
+  /**
+   * Requests the backends of a stage run at once, summed (undefined: the stage uses no backend). A backend this
+   * process has not loaded (a stage run by another process) answers from its config.
+   */
   backendConcurrency(stage: ResolvedStage): number | undefined {
     let total: number | undefined;
     for (const name of stage.uses.backends) {
       const backend = this.backends.get(name);
-      if (backend) total = (total ?? 0) + (backend.concurrency ?? 1);
+      total = (total ?? 0) + (backend ? (backend.concurrency ?? 1) : configuredConcurrency(this.config('backends', name)));
     }
     return total;
   }

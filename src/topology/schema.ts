@@ -96,6 +96,13 @@ export const commonStageFields = {
    * the same exactlyOnce. `topic` (default) reads its input topic: a replay and scaling point of its own.
    */
   via: z.enum(['topic', 'memory']).default('topic'),
+  /**
+   * Sources only: the source waits while a stage reading its output has more than this many records not yet
+   * committed (read from the broker, so readers in other processes count). Default: twice what those stages'
+   * windows process at once on all partitions, so they never wait for the source and it runs no further ahead.
+   * 0: no bound.
+   */
+  maxBacklog: z.number().int().min(0).optional(),
   /** Input partitions processed concurrently by one instance. */
   concurrency: z.number().int().min(1).max(256).default(1),
   /** Transactional consume-process-produce; off trades exactly-once for at-least-once. */

@@ -38,21 +38,44 @@ describe('PartitionWindow', () => {
     const w = new PartitionWindow(0, 0n, 3, 2, h.hooks);
     w.offer(range(0, 8), 7n);
     expect(h.routing.map((p) => p.raws[0]!.offset)).toEqual(['0', '2', '4']);
-    // The later chunks finish first: nothing commits before the first.
+    // The later chunks finish first: nothing commits before the first, but their slots go to the next chunk.
     h.finish(h.routing[2]!);
     h.finish(h.routing[1]!);
     await settle();
     expect(h.commits).toHaveLength(0);
+    expect(h.routing.map((p) => p.raws[0]!.offset)).toEqual(['0', '2', '4', '6']);
     h.finish(h.routing[0]!);
     await settle();
     expect(h.commits.map((g) => [g.first, g.next])).toEqual([[0n, 6n]]);
     expect(h.commits[0]!.byTopic.get('out')!.map((m) => m.value.toString())).toEqual(['0', '1', '2', '3', '4', '5']);
-    // Room again: the last chunk starts.
-    expect(h.routing).toHaveLength(4);
     h.finish(h.routing[3]!);
     await settle();
     expect(h.events.filter((e) => e.startsWith('committed'))).toEqual(['committed 0-6', 'committed 6-8']);
     expect(w.idle).toBe(true);
+  });
+
+  it('a slow oldest chunk does not hold the work back: finished chunks wait for it up to a bound', async () => {
+    const h = harness();
+    const size = 2;
+    const w = new PartitionWindow(0, 0n, size, 1, h.hooks);
+    w.offer(range(0, 100), 99n);
+    expect(h.routing).toHaveLength(2);
+    // The head (offset 0) straggles while every later chunk finishes at once.
+    for (let i = 1; i < h.routing.length; i++) {
+      h.finish(h.routing[i]!);
+      await settle();
+    }
+    const held = PartitionWindow.capacity(size, 1) - size;
+    // The window kept `size` chunks working until it held its bound in all, then stopped starting more.
+    expect(h.routing).toHaveLength(held);
+    expect(w.inFlight).toBe(held);
+    expect(h.commits).toHaveLength(0);
+    h.finish(h.routing[0]!);
+    await settle();
+    expect(h.commits[0]!.first).toBe(0n);
+    expect(h.commits[0]!.next).toBe(BigInt(held));
+    // Room again: work goes on.
+    expect(h.routing.length).toBeGreaterThan(held);
   });
 
   it('skips records delivered again below its position (a re-fetch after a rejoin)', async () => {
@@ -74,7 +97,7 @@ describe('PartitionWindow', () => {
     expect(h.events).toEqual(['pause', 'committed 0-2']);
     h.finish(h.routing[1]!);
     await settle();
-    expect(h.events).toEqual(['pause', 'committed 0-2', 'committed 2-4', 'resume']);
+    expect(h.events).toEqual(['pause', 'committed 0-2', 'resume', 'committed 2-4']);
     expect(w.idle).toBe(false);
   });
 
