@@ -38,6 +38,8 @@ export interface SourceRunnerOptions {
    * this long for the broker to abort the transaction it left open (a restarted source has a new id).
    */
   transactionTimeoutMs?: number;
+  /** Writes the batches; built from `exactlyOnce` when absent. */
+  committer?: Committer;
 }
 
 /**
@@ -81,9 +83,9 @@ export class SourceRunner extends EventEmitter {
       await admin.disconnect();
     }
     const limitOf = (topic: string) => messageLimit(target, topic);
-    this.committer = exactlyOnce
+    this.committer = this.options.committer ?? (exactlyOnce
       ? new TransactionalCommitter(kafka, this.options.transactionalIdPrefix, this.log, { limitOf, transactionTimeoutMs: this.options.transactionTimeoutMs ?? 30_000 })
-      : new AtLeastOnceCommitter(kafka, { limitOf });
+      : new AtLeastOnceCommitter(kafka, { limitOf }));
     // An exclusive source's fence also completes the transaction its predecessor left open, so the state read
     // below sees everything committed and waits on nothing.
     await this.committer.fence(this.writer);
