@@ -237,6 +237,19 @@ export function keepsState(definition: AnyStageDefinition): boolean {
 }
 
 /**
+ * The chains of a topology: each stage with the stages chained after it in memory (`via: memory`), in order.
+ * A stage that is not chained is a chain of one.
+ */
+export function topologyChains(topology: Pick<Topology, 'stages'>): ResolvedStage[][] {
+  const chains: ResolvedStage[][] = [];
+  for (const stage of topology.stages) {
+    if (stage.via === 'memory' && chains.length > 0) chains.at(-1)!.push(stage);
+    else chains.push([stage]);
+  }
+  return chains;
+}
+
+/**
  * `via: memory` chains a stage after the one before it, as Flink chains operators: only where a topic buys
  * nothing. The stage before must be a processor without state whose output this stage alone reads, with the
  * same exactly-once setting; the chain then runs in the head's consumer group, one transaction per chunk.
@@ -254,6 +267,14 @@ function chainProblems(stages: readonly ResolvedStage[]): string[] {
     if (readers.length > 1) problems.push(`${at}: ${s.input} is read by ${readers.join(', ')}; a chained topic must have one reader (remove via, and the topic carries it)`);
     if (keepsState(s.definition) || keepsState(prev.definition)) problems.push(`${at}: ${keepsState(s.definition) ? s.name : prev.name} keeps state, which needs a topic of its own; remove via`);
     if (s.exactlyOnce !== prev.exactlyOnce) problems.push(`${at}: ${s.name} and ${prev.name} differ in exactlyOnce; a chain commits once for all its stages`);
+    // The chain runs in its first stage's process, connecting as that stage's principal (magpie acls).
+    let h = i - 1;
+    while (h > 0 && stages[h]!.via === 'memory') h--;
+    const head = stages[h]!;
+    const principal = s.config['principal'];
+    if (principal !== undefined && principal !== head.config['principal']) {
+      problems.push(`stages[${i}].principal: ${s.name} runs in the chain of ${head.name}, as its principal (${String(head.config['principal'] ?? "the topology's user")}); remove principal, or give ${head.name} the same one`);
+    }
     for (const field of ['batchSize', 'window'] as const) {
       if (s[field] !== undefined) problems.push(`stages[${i}].${field}: ${s.name} runs in the chunks of the chain it is in; set ${field} on the chain's first stage instead`);
     }

@@ -86,7 +86,10 @@ export class FakeAdmin {
   async disconnect(): Promise<void> {
     this.connected--;
   }
+  /** Topics whose configs were asked for. */
+  readonly described: string[] = [];
   async describeConfigs(req: { resources: { name: string }[] }) {
+    this.described.push(...req.resources.map((r) => r.name));
     return { resources: req.resources.map((r) => ({ resourceName: r.name, configEntries: [{ configName: 'max.message.bytes', configValue: '1048588' }] })) };
   }
   async fetchOffsets(req: { topics: string[] }) {
