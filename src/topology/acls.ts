@@ -1,7 +1,8 @@
 import { ConfigError } from '../core/errors.js';
 import { CLUSTER_RESOURCE, type AclOperation, type AclPatternType, type AclResourceType, type AclRule, type StageAcls } from '../kafka/acls.js';
 import { READER_GROUP_PREFIX } from '../kafka/read-topic.js';
-import { topologyChains, type ResolvedStage, type Topology } from './load.js';
+import { topologyChains } from './graph.js';
+import type { ResolvedStage, Topology } from './load.js';
 
 /**
  * A stage's principal: its own `principal` field, else the user the topology connects as. With a

@@ -13,7 +13,8 @@ import { SourceRunner } from '../kafka/source-runner.js';
 import { StageRunner } from '../kafka/stage-runner.js';
 import { createKafkaSerde } from '../kafka/schema-store.js';
 import type { RecordSerde } from '../serde/serde.js';
-import { keepsState, topologyChains, topologyTopics, type ResolvedStage, type Topology } from './load.js';
+import { topologyChains } from './graph.js';
+import { keepsState, topologyTopics, type ResolvedStage, type Topology } from './load.js';
 import { Resources } from './resources.js';
 import { topologyAcls } from './acls.js';
 

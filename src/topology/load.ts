@@ -237,19 +237,6 @@ export function keepsState(definition: AnyStageDefinition): boolean {
 }
 
 /**
- * The chains of a topology: each stage with the stages chained after it in memory (`via: memory`), in order.
- * A stage that is not chained is a chain of one.
- */
-export function topologyChains(topology: Pick<Topology, 'stages'>): ResolvedStage[][] {
-  const chains: ResolvedStage[][] = [];
-  for (const stage of topology.stages) {
-    if (stage.via === 'memory' && chains.length > 0) chains.at(-1)!.push(stage);
-    else chains.push([stage]);
-  }
-  return chains;
-}
-
-/**
  * `via: memory` chains a stage after the one before it, as Flink chains operators: only where a topic buys
  * nothing. The stage before must be a processor without state whose output this stage alone reads, with the
  * same exactly-once setting; the chain then runs in the head's consumer group, one transaction per chunk.

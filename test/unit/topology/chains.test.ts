@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { renderGraph } from '../../../src/topology/describe.js';
-import { buildGraph } from '../../../src/topology/graph.js';
-import { parseTopology, topologyChains } from '../../../src/topology/load.js';
+import { buildGraph, topologyChains } from '../../../src/topology/graph.js';
+import { parseTopology } from '../../../src/topology/load.js';
 
 const parse = (stages: string) => parseTopology(`name: demo\nkafka:\n  brokers: b:9092\nstages:\n${stages}`, 'demo.yaml');
 const copy = (name: string, input: string, output: string, extra = '') => `  - { name: ${name}, type: pass-through, schema: magpie.Instruction, input: ${input}, output: ${output}${extra} }\n`;
