@@ -95,7 +95,7 @@ async function runChain(ctx: BenchContext, via: Via, measured: number, perSecond
     return { key: v.uuid, value: e.value, headers: e.headers };
   };
   const total = WARMUP_RECORDS + measured;
-  const messages = await Promise.all(Array.from({ length: total }, (_, i) => encode(i)));
+  const messages = await Promise.all(Array.from({ length: total }, (_, i) => encode(i))).finally(() => serde.close());
   // The unique stage rejects the duplicates; the rest reach the sink.
   const kept = (from: number, to: number) => Array.from({ length: to - from }, (_, k) => taggedConversation(from + k)).filter((c) => !c.is_duplicate).length;
   const perTick = Math.max(1, Math.round((perSecond * TICK_MS) / 1000));
@@ -153,7 +153,6 @@ async function runChain(ctx: BenchContext, via: Via, measured: number, perSecond
     }
   } finally {
     await admin.disconnect();
-    await serde.close();
   }
   return {
     sinkRecords,
