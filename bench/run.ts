@@ -21,8 +21,9 @@ import { dedupeStateSuite } from './suites/dedupe-state.js';
 import { startupSuite } from './suites/startup.js';
 import { parquetSuite } from './suites/parquet.js';
 import { llamacppSuite } from './suites/llamacpp.js';
+import { chainsSuite } from './suites/chains.js';
 
-const SUITES: readonly Suite[] = [pipelineSuite, kafkaSuite, serdeSuite, filterSuite, embeddingSuite, neighborsSuite, dedupeSuite, dedupeStateSuite, startupSuite, parquetSuite, llamacppSuite];
+const SUITES: readonly Suite[] = [pipelineSuite, kafkaSuite, serdeSuite, filterSuite, embeddingSuite, neighborsSuite, dedupeSuite, dedupeStateSuite, startupSuite, parquetSuite, llamacppSuite, chainsSuite];
 
 const { values } = parseArgs({
   options: {

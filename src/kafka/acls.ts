@@ -15,6 +15,7 @@ export interface AclRule {
 }
 
 export interface StageAcls {
+  /** The stage, or the chain of stages run together (`a -> b -> c`). */
   readonly stage: string;
   readonly principal: string;
   readonly rules: readonly AclRule[];

@@ -41,6 +41,8 @@ export interface SourceRunnerOptions {
   transactionTimeoutMs?: number;
   /** The source waits while the stages reading its output are this far behind (see BacklogGate). */
   backlog?: BacklogBound;
+  /** Writes the batches; built from `exactlyOnce` when absent. */
+  committer?: Committer;
 }
 
 /**
@@ -101,9 +103,9 @@ export class SourceRunner extends EventEmitter {
       await admin.disconnect();
     }
     const limitOf = (topic: string) => messageLimit(target, topic);
-    this.committer = exactlyOnce
+    this.committer = this.options.committer ?? (exactlyOnce
       ? new TransactionalCommitter(kafka, this.options.transactionalIdPrefix, this.log, { limitOf, transactionTimeoutMs: this.options.transactionTimeoutMs ?? 30_000 })
-      : new AtLeastOnceCommitter(kafka, { limitOf });
+      : new AtLeastOnceCommitter(kafka, { limitOf }));
     // An exclusive source's fence also completes the transaction its predecessor left open, so the state read
     // below sees everything committed and waits on nothing.
     await this.committer.fence(this.writer);

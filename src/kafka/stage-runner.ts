@@ -143,7 +143,9 @@ export class StageRunner extends EventEmitter {
   async start(): Promise<void> {
     const { kafka, groupId, input, concurrency, sessionTimeoutMs, target } = this.options;
     // The broker's own size limits of every output topic: sends are split to fit, larger records dead-lettered.
-    const outputs = this.links.flatMap((l) => [...Object.values(l.target.ports), l.target.rejects, l.target.deadLetter]);
+    // A chained stage's 'out' goes to the next stage in memory: that topic is not written (nor granted, magpie acls).
+    const written = (l: ChainLink, k: number) => Object.entries(l.target.ports).filter(([port]) => port !== 'out' || k === this.links.length - 1).map(([, topic]) => topic);
+    const outputs = this.links.flatMap((l, k) => [...written(l, k), l.target.rejects, l.target.deadLetter]);
     const limits = { ...target.messageLimits, ...(await fetchMessageLimits(await this.adminClient(), outputs)) };
     for (const link of this.links) link.target.messageLimits = limits;
     await this.processor.init?.(this.context(this.log, this.abort.signal), this.restorer);

@@ -14,9 +14,10 @@ import { SourceRunner } from '../kafka/source-runner.js';
 import { StageRunner } from '../kafka/stage-runner.js';
 import { createKafkaSerde } from '../kafka/schema-store.js';
 import type { RecordSerde } from '../serde/serde.js';
+import { topologyChains } from './graph.js';
 import { keepsState, topologyTopics, type ResolvedStage, type Topology } from './load.js';
 import { Resources } from './resources.js';
-import { stagePrincipal, topologyAcls } from './acls.js';
+import { topologyAcls } from './acls.js';
 
 export function routeTarget(stage: ResolvedStage): RouteTarget {
   return {
@@ -97,8 +98,10 @@ export function accessContext(topology: Topology, component: string, stages: rea
   let principal: string;
   let rules: AclRule[];
   try {
-    principal = stages.length === 1 ? stagePrincipal(topology, stages[0]!) : sasl ? `User:${sasl.username}` : 'User:ANONYMOUS';
-    rules = topologyAcls(topology, stages.map((s) => s.name)).flatMap((a) => a.rules);
+    // One chain (a stage alone is a chain of one) runs as its first stage's principal.
+    const acls = topologyAcls(topology, stages.map((s) => s.name));
+    principal = acls.length === 1 ? acls[0]!.principal : sasl ? `User:${sasl.username}` : 'User:ANONYMOUS';
+    rules = acls.flatMap((a) => a.rules);
   } catch {
     // No principal can be named (TLS client certificates without stage principals): explain without ACLs.
     principal = sasl ? `User:${sasl.username}` : 'the client certificate\'s principal';
@@ -129,19 +132,6 @@ export interface RunOptions {
 }
 
 /** Starts the selected stages of a topology in this process. */
-/**
- * The chains of a topology: each stage with the stages chained after it in memory (`via: memory`), in order.
- * A stage that is not chained is a chain of one.
- */
-export function topologyChains(topology: Topology): ResolvedStage[][] {
-  const chains: ResolvedStage[][] = [];
-  for (const stage of topology.stages) {
-    if (stage.via === 'memory' && chains.length > 0) chains.at(-1)!.push(stage);
-    else chains.push([stage]);
-  }
-  return chains;
-}
-
 export async function runTopology(topology: Topology, logger: Logger, options: RunOptions = {}): Promise<RunningTopology> {
   // A chain runs whole: naming any of its stages runs all of them, in the head's consumer group.
   const chains = topologyChains(topology).filter((chain) => !options.stages || chain.some((s) => options.stages!.includes(s.name)));

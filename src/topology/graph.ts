@@ -1,7 +1,7 @@
 import type { Type } from 'avsc';
 import { defaultSchemaSet, type SchemaSet } from '../serde/avro.js';
 import type { SchemaName } from '../serde/schemas.js';
-import { RESERVED_PORTS, type StageResources, type Topology } from './load.js';
+import type { RESERVED_PORTS, ResolvedStage, StageResources, Topology } from './load.js';
 
 /**
  * A topology as one graph: sub-topologies of stages, each stage with its input and output ports, the resources
@@ -120,12 +120,8 @@ export function buildGraph(topology: Topology): TopologyGraph {
     return node;
   });
   // A stage chained in memory joins the sub-topology of the stage before it.
-  const groups: GraphStage[][] = [];
-  topology.stages.forEach((stage, i) => {
-    if (stage.via === 'memory' && groups.length > 0) groups.at(-1)!.push(nodes[i]!);
-    else groups.push([nodes[i]!]);
-  });
-  const subTopologies = groups.map((stages, id) => subTopology(id, stages));
+  const nodeOf = new Map(topology.stages.map((stage, i) => [stage, nodes[i]!]));
+  const subTopologies = topologyChains(topology).map((chain, id) => subTopology(id, chain.map((stage) => nodeOf.get(stage)!)));
   const usedBy = (kind: keyof StageResources, name: string) => topology.stages.filter((s) => s.uses[kind].includes(name)).map((s) => s.name);
   const resources: GraphResource[] = [
     ...Object.entries(topology.backends).map(([name, b]): GraphResource => ({ kind: 'backend', name, summary: `${b.type} ${b.model ?? ''}`.trim(), usedBy: usedBy('backends', name) })),
@@ -133,6 +129,19 @@ export function buildGraph(topology: Topology): TopologyGraph {
     ...Object.entries(topology.rewards).map(([name, r]): GraphResource => ({ kind: 'reward', name, summary: `${r.api} ${r.model}`, usedBy: usedBy('rewards', name) })),
   ];
   return { name: topology.name, source: topology.source, description: topology.description, subTopologies, topics: [...topics.values()], resources };
+}
+
+/**
+ * The chains of a topology: each stage with the stages chained after it in memory (`via: memory`), in order.
+ * A stage that is not chained is a chain of one.
+ */
+export function topologyChains(topology: Pick<Topology, 'stages'>): ResolvedStage[][] {
+  const chains: ResolvedStage[][] = [];
+  for (const stage of topology.stages) {
+    if (stage.via === 'memory' && chains.length > 0) chains.at(-1)!.push(stage);
+    else chains.push([stage]);
+  }
+  return chains;
 }
 
 /** A sub-topology of stages connected in memory, in order; named like a Flink chain. */

@@ -258,6 +258,14 @@ function chainProblems(stages: readonly ResolvedStage[]): string[] {
     if (readers.length > 1) problems.push(`${at}: ${s.input} is read by ${readers.join(', ')}; a chained topic must have one reader (remove via, and the topic carries it)`);
     if (keepsState(s.definition) || keepsState(prev.definition)) problems.push(`${at}: ${keepsState(s.definition) ? s.name : prev.name} keeps state, which needs a topic of its own; remove via`);
     if (s.exactlyOnce !== prev.exactlyOnce) problems.push(`${at}: ${s.name} and ${prev.name} differ in exactlyOnce; a chain commits once for all its stages`);
+    // The chain runs in its first stage's process, connecting as that stage's principal (magpie acls).
+    let h = i - 1;
+    while (h > 0 && stages[h]!.via === 'memory') h--;
+    const head = stages[h]!;
+    const principal = s.config['principal'];
+    if (principal !== undefined && principal !== head.config['principal']) {
+      problems.push(`stages[${i}].principal: ${s.name} runs in the chain of ${head.name}, as its principal (${String(head.config['principal'] ?? "the topology's user")}); remove principal, or give ${head.name} the same one`);
+    }
     for (const field of ['batchSize', 'window'] as const) {
       if (s[field] !== undefined) problems.push(`stages[${i}].${field}: ${s.name} runs in the chunks of the chain it is in; set ${field} on the chain's first stage instead`);
     }

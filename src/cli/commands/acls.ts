@@ -15,7 +15,7 @@ interface AclsOptions {
 function table(acls: readonly StageAcls[]): string {
   const lines = ['# DESCRIBE comes with READ and WRITE; topics are created beforehand (magpie topics create), so no CREATE.'];
   for (const stage of acls) {
-    lines.push(`stage ${stage.stage}  principal ${stage.principal}`);
+    lines.push(`${stage.stage.includes(' -> ') ? 'chain' : 'stage'} ${stage.stage}  principal ${stage.principal}`);
     for (const rule of stage.rules) lines.push(`  ${describeRule(rule).padEnd(90)}  # ${rule.reason}`);
   }
   return `${lines.join('\n')}\n`;

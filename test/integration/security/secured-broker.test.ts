@@ -91,7 +91,7 @@ function magpie(args: string[], user: string, overrides: Record<string, string> 
 }
 
 beforeAll(async () => {
-  broker = await startBroker({ name: 'secured', fresh: true, secure: { users: [...STAGES] } });
+  broker = await startBroker({ name: 'secured', fresh: true, secure: { users: [...STAGES, 'copy'] } });
   server = await new FaultyOpenAIServer(answer).listen();
   keyFile = path.join(mkdtempSync(path.join(tmpdir(), 'magpie-secured-')), 'api-key');
   writeFileSync(keyFile, `${API_KEY}\n`, { mode: 0o600 });
@@ -138,6 +138,29 @@ describe('secured broker: TLS + SCRAM with generated least-privilege ACLs', () =
     // The API key reached the inference server, and no log line carries it.
     expect([...server.authorizations]).toEqual([`Bearer ${API_KEY}`]);
     expect(lines.join('\n')).not.toContain(API_KEY);
+  });
+
+  it("runs a chain as its first stage's principal with the ACLs generated for it, none on the topic between its stages", async () => {
+    const file = 'topologies/test/secured-chain.yaml';
+    const prefix = uniquePrefix('sec-chain');
+    const topology = await loadTopologyFile(file, { env: env('admin'), topicPrefix: prefix });
+    await createTopologyTopics(admin, topology);
+    const acls = topologyAcls(topology);
+    expect(acls.map((a) => [a.stage, a.principal])).toEqual([['copy -> copy-again', 'User:copy']]);
+    expect(acls[0]!.rules.some((r) => r.resourceName === `${prefix}between`)).toBe(false);
+    await applyAcls(admin, acls.flatMap((a) => a.rules));
+    const sent = Array.from({ length: 20 }, (_, i) => makeInstruction(i));
+    await produceRecords(admin, adminSerde, `${prefix}in`, 'magpie.Instruction', sent);
+    const from = lines.length;
+
+    // --stage with the chain's second stage runs the whole chain, connecting as User:copy.
+    const run = await runTopology(await loadTopologyFile(file, { env: env('copy'), topicPrefix: prefix }), logger, { stages: ['copy-again'], createTopics: false });
+    running.push(run);
+    await waitUntilDrained(run);
+    const out = await readAll<{ uuid: string }>(admin, adminSerde, `${prefix}out`, 'magpie.Instruction');
+    expect(uuids(out)).toEqual(uuids(sent));
+    expect(await countRecords(admin, `${prefix}between`)).toBe(0);
+    expect(lines.slice(from).filter((l) => l.includes('missing ACL'))).toEqual([]);
   });
 
   /** One generated ACL of each resource type (and of both operations on topics) is taken away in turn. */

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { aclKey, describeRule, distinctRules, kafkaAclsCommand, toAclEntry } from '../../../src/kafka/acls.js';
 import { topologyAcls, transactionalIdPrefix } from '../../../src/topology/acls.js';
+import { accessContext } from '../../../src/topology/build.js';
 import { parseTopology } from '../../../src/topology/load.js';
 
 const topology = (stages: string, kafka = '  brokers: b:9092\n  sasl: { mechanism: scram-sha-512, username: shared, passwordEnv: X }') =>
@@ -79,5 +80,54 @@ describe('magpie acls', () => {
     const stage = `  - { name: a, type: pass-through, input: x, output: y }\n`;
     expect(topologyAcls(topology(stage, '  brokers: b:9092'))[0]!.principal).toBe('User:ANONYMOUS');
     expect(() => topologyAcls(topology(stage, '  brokers: b:9092\n  ssl: true'))).toThrow(/stage a: no principal: give the stage a principal/);
+  });
+
+  it('grants a chain, as its first stage\'s principal, what all its stages do, and nothing on the topics it hands over in memory', () => {
+    const t = topology(
+      `  - { name: lang, type: tag-language, input: responses, output: lang-tagged, principal: 'User:tags' }
+  - { name: keep, type: filter, via: memory, input: lang-tagged, output: kept, deadLetter: keep.dead, rules: [{ field: language, eq: en }] }
+  - { name: copy, type: pass-through, schema: magpie.Conversation, via: memory, input: kept, output: tagged, rejects: copy.rejects }
+  - { name: sink, type: pass-through, schema: magpie.Conversation, input: tagged, output: sink, principal: 'User:sink' }
+`,
+    );
+    const acls = topologyAcls(t);
+    expect(acls.map((a) => [a.stage, a.principal])).toEqual([
+      ['lang -> keep -> copy', 'User:tags'],
+      ['sink', 'User:sink'],
+    ]);
+    const chain = acls[0]!.rules;
+    const keysOf = (rules: typeof chain) => rules.map(aclKey).filter((k) => !k.includes('_magpie-schemas') && !k.includes('magpie-read-')).sort();
+    expect(keysOf(chain)).toEqual(
+      [
+        // The head's input and consumer group, and transactional ids: the chain commits in the head's.
+        'User:tags READ TOPIC:LITERAL:p-responses',
+        'User:tags READ GROUP:LITERAL:p-demo.lang',
+        'User:tags WRITE TRANSACTIONAL_ID:PREFIXED:p-demo.lang-p-responses-',
+        // Only the last stage's output; every stage's rejects and dead letters.
+        'User:tags WRITE TOPIC:LITERAL:p-tagged',
+        'User:tags DESCRIBE_CONFIGS TOPIC:LITERAL:p-tagged',
+        'User:tags WRITE TOPIC:LITERAL:p-magpie.rejects',
+        'User:tags DESCRIBE_CONFIGS TOPIC:LITERAL:p-magpie.rejects',
+        'User:tags WRITE TOPIC:LITERAL:p-magpie.dead-letter',
+        'User:tags DESCRIBE_CONFIGS TOPIC:LITERAL:p-magpie.dead-letter',
+        'User:tags WRITE TOPIC:LITERAL:p-keep.dead',
+        'User:tags DESCRIBE_CONFIGS TOPIC:LITERAL:p-keep.dead',
+        'User:tags WRITE TOPIC:LITERAL:p-copy.rejects',
+        'User:tags DESCRIBE_CONFIGS TOPIC:LITERAL:p-copy.rejects',
+      ].sort(),
+    );
+    // Nothing of the chained stages' own groups, ids or the topics between them, for any principal.
+    const all = acls.flatMap((a) => a.rules).map(aclKey).join('\n');
+    for (const absent of ['p-lang-tagged', 'p-kept', 'p-demo.keep', 'p-demo.copy']) expect(all).not.toContain(absent);
+    expect(chain.find((r) => r.resourceName === 'p-keep.dead' && r.operation === 'WRITE')!.reason).toBe('keep: dead-letter topic');
+  });
+
+  it('picks a whole chain when --stage names any stage of it, and explains refusals against the chain\'s principal', () => {
+    const t = topology(`  - { name: a, type: pass-through, input: x, output: y, principal: 'User:a' }\n  - { name: b, type: pass-through, via: memory, input: y, output: z }\n  - { name: c, type: pass-through, input: z, output: w, principal: 'User:c' }\n`);
+    expect(topologyAcls(t, ['b']).map((a) => a.stage)).toEqual(['a -> b']);
+    const ctx = accessContext(t, 'stage a -> b', t.stages.slice(0, 2));
+    expect(ctx.principal).toBe('User:a');
+    expect(ctx.rules.map(aclKey)).toContain('User:a WRITE TOPIC:LITERAL:p-z');
+    expect(ctx.rules.map(aclKey)).not.toContain('User:a WRITE TOPIC:LITERAL:p-y');
   });
 });

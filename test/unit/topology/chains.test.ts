@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { topologyChains } from '../../../src/topology/build.js';
 import { renderGraph } from '../../../src/topology/describe.js';
-import { buildGraph } from '../../../src/topology/graph.js';
+import { buildGraph, topologyChains } from '../../../src/topology/graph.js';
 import { parseTopology } from '../../../src/topology/load.js';
 
 const parse = (stages: string) => parseTopology(`name: demo\nkafka:\n  brokers: b:9092\nstages:\n${stages}`, 'demo.yaml');
@@ -22,6 +21,7 @@ describe('chains (via: memory)', () => {
       [copy('a', 'in', 'ab') + copy('b', 'other', 'out', ', via: memory'), /stages\[1\]\.via: b reads other, but a before it writes ab/],
       [copy('a', 'in', 'ab') + copy('b', 'ab', 'out', ', via: memory') + copy('c', 'ab', 'out2'), /stages\[1\]\.via: ab is read by b, c; a chained topic must have one reader/],
       [copy('a', 'in', 'ab') + copy('b', 'ab', 'out', ', via: memory, exactlyOnce: false'), /stages\[1\]\.via: b and a differ in exactlyOnce/],
+      [copy('a', 'in', 'ab', ", principal: 'User:a'") + copy('b', 'ab', 'bc', ', via: memory') + copy('c', 'bc', 'out', ", via: memory, principal: 'User:c'"), /stages\[2\]\.principal: c runs in the chain of a, as its principal \(User:a\); remove principal, or give a the same one/],
       [
         `  - { name: a, type: generate-instructions, backend: g, template: chatml, output: ab }\n` + copy('b', 'ab', 'out', ', via: memory'),
         /stages\[1\]\.via: a is a source, which runs on its own/,
