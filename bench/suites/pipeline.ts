@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
@@ -119,6 +120,8 @@ async function measureCeiling(sim: SimProcess, profile: ServerProfile, warmupS: 
   const outstanding = profile.maxBatch * 2;
   const pool = new Pool(sim.url, { connections: outstanding, headersTimeout: 0, bodyTimeout: 0 });
   const abort = new AbortController();
+  // Every request listens on it: hundreds at once are expected.
+  setMaxListeners(0, abort.signal);
   let seq = 0;
   const loop = async () => {
     while (!abort.signal.aborted) {

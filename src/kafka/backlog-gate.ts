@@ -24,6 +24,8 @@ const POLL_MS = 500;
  */
 export class BacklogGate {
   private reading: { at: number; lag: number } | undefined;
+  /** Records the source wrote since the last reading: the backlog is read again before they could pass the bound. */
+  private written = 0;
   private waiting = false;
 
   constructor(
@@ -44,13 +46,19 @@ export class BacklogGate {
     return worst;
   }
 
+  /** The source wrote `records` more. */
+  wrote(records: number): void {
+    this.written += records;
+  }
+
   /** Resolves once the backlog is under the bound; a backlog that cannot be read lets the source go on. */
   async wait(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       const now = Date.now();
-      if (!this.reading || now - this.reading.at >= POLL_MS) {
+      if (!this.reading || now - this.reading.at >= POLL_MS || this.reading.lag + this.written >= this.bound.max) {
         try {
           this.reading = { at: now, lag: await this.backlog() };
+          this.written = 0;
         } catch (err) {
           // Throttling is an optimisation: an unreadable lag must not stop a feed.
           this.log.debug({ err: errorMessage(err) }, 'cannot read the backlog of the source output');

@@ -152,6 +152,7 @@ export class SourceRunner extends EventEmitter {
       const routed = router.routed(0);
       await this.write(routed.byTopic);
       if (this.takenOver) break;
+      this.gate?.wrote(routed.counts.out);
       this.totals.out += routed.counts.out;
       this.totals.rejected += routed.counts.rejected;
       this.options.metrics.record(target.name, routed.counts);

@@ -202,6 +202,39 @@ describe('stream core under real failures', () => {
     }
   });
 
+  it('holds a source at its readers\' backlog bound, read from the broker, and lets it go on once they catch up', async () => {
+    const server = await fakeServer();
+    let n = 0;
+    server.answer = () => `Which test covers case ${n++}?`;
+    const prefix = uniquePrefix('backlog');
+    const topology = await loadTopologyFile('topologies/test/source-backlog.yaml', { topicPrefix: prefix, brokers: [bootstrap], env: { ...process.env, FAKE_OPENAI_URL: server.url, MAX_BACKLOG: '60' } });
+    const kafka = createKafka(topology.kafka, logger);
+    const [source, reader] = topology.stages;
+    const count = async (topic: string, schema: 'magpie.Instruction' | 'magpie.Conversation') => (await readAll(kafka, serde, topic, schema)).length;
+    // The source alone: nobody reads its output, so it stops at the bound (one batch of 10 over it at most).
+    const sourceRun = track(await runTopology(topology, logger, { stages: ['instructions'] }));
+    await eventually(async () => (await count(source!.ports.out!, 'magpie.Instruction')) >= 40, 60_000);
+    let held = -1;
+    await eventually(async () => {
+      const now = await count(source!.ports.out!, 'magpie.Instruction');
+      const steady = now === held;
+      held = now;
+      return steady;
+    }, 60_000, 3_000);
+    expect(held).toBeGreaterThanOrEqual(40);
+    expect(held).toBeLessThanOrEqual(70);
+    const requestsWhileHeld = server.bodies.length;
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(server.bodies.length).toBe(requestsWhileHeld);
+    // The reader starts (as another process would, in its own consumer group): the source goes on.
+    track(await runTopology(topology, logger, { stages: ['respond'], createTopics: false }));
+    await eventually(async () => (await count(reader!.ports.out!, 'magpie.Conversation')) >= 200, 120_000);
+    await sourceRun.stop();
+    const instructions = await readAll<Instruction>(kafka, serde, source!.ports.out!, 'magpie.Instruction');
+    expect(instructions.length).toBeGreaterThan(200);
+    expect(new Set(instructions.map((r) => r.uuid)).size).toBe(instructions.length);
+  });
+
   it('exits non-zero, naming the stage, when a source fails for good, under --exit-when-done', async () => {
     const server = await fakeServer();
     server.statusFor = () => 400;
