@@ -245,8 +245,10 @@ export const pipelineSuite: Suite = {
     // BENCH_PIPELINE_PROFILES='8,000|1,500' and BENCH_PIPELINE_VARIANTS='defaults|4 consumers' (substrings) narrow a run.
     const wantedProfiles = process.env.BENCH_PIPELINE_PROFILES?.split('|');
     const profiles = (ctx.quick ? [PROFILES[1]!] : PROFILES).filter((p) => !wantedProfiles || wantedProfiles.some((w) => p.name.includes(w)));
-    const warmupS = Number(process.env.BENCH_WARMUP ?? (ctx.quick ? 8 : 12));
-    const windowS = Number(process.env.BENCH_WINDOW ?? (ctx.quick ? 12 : 30));
+    // The warm-up lasts until the source has filled its readers' backlog bound and waits at it: before that it
+    // runs ahead of the answers, and the server's tokens would flatter the pipeline.
+    const warmupS = Number(process.env.BENCH_WARMUP ?? (ctx.quick ? 20 : 30));
+    const windowS = Number(process.env.BENCH_WINDOW ?? (ctx.quick ? 15 : 30));
     const ceilingWarmupS = 6;
     const ceilingWindowS = ctx.quick ? 6 : 8;
     const answerMean = meanLength(RESPONSE_LENGTHS, RESPONSE_MAX_TOKENS);
