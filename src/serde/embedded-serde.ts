@@ -38,7 +38,7 @@ export class EmbeddedSerde implements RecordSerde {
     const fingerprint = this.schemas.fingerprint(schema);
     const body = encodeBody(schema, type, value);
     // Before the first record goes out, so no reader ever meets a fingerprint it cannot look up.
-    await this.publish(schema, fingerprint, schemaJsonOf(type));
+    await this.publish(schema, fingerprint, () => schemaJsonOf(type));
     return { value: body, headers: { [SCHEMA_HEADER]: schema, [FINGERPRINT_HEADER]: fingerprint } };
   }
 
@@ -63,10 +63,11 @@ export class EmbeddedSerde implements RecordSerde {
     await this.store.close?.();
   }
 
-  private publish(schema: SchemaName, fingerprint: string, schemaJson: string): Promise<void> {
+  /** `schemaJson` is only built for a fingerprint not published yet: once per schema, not once per record. */
+  private publish(schema: SchemaName, fingerprint: string, schemaJson: () => string): Promise<void> {
     let pending = this.published.get(fingerprint);
     if (pending === undefined) {
-      pending = this.store.put(fingerprint, schemaJson).catch((err: unknown) => {
+      pending = this.store.put(fingerprint, schemaJson()).catch((err: unknown) => {
         this.published.delete(fingerprint);
         throw new SerdeError(
           'SERDE_REGISTRY',

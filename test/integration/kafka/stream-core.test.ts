@@ -158,15 +158,16 @@ describe('stream core under real failures', () => {
     expect(await readAll(kafka, serde, topology.stages[0]!.ports.out!, 'magpie.Instruction')).toHaveLength(300);
   });
 
-  it('waits out an inference outage with the default budget: nothing dead-lettered, every record once', async () => {
+  it('waits out a two-minute inference outage with the default budget: nothing dead-lettered, every record once', async () => {
     const server = await fakeServer();
     server.setFault('http-500');
     const t = await responder('outage', server);
     track(await runTopology(t.topology, logger, { stages: ['respond'] }));
     const sent = Array.from({ length: 40 }, (_, i) => makeInstruction(i));
     await produceRecords(t.kafka, serde, t.input, 'magpie.Instruction', sent);
-    // 45 s down for everyone: several times what a record's budget (5 attempts) would last if it were spent.
-    await new Promise((r) => setTimeout(r, 45_000));
+    // Two minutes down for everyone: many times what a record's budget (5 attempts) would last if it were spent,
+    // and past the circuit's longest cool-down (60 s), so probes fail at their slowest pace too.
+    await new Promise((r) => setTimeout(r, 120_000));
     expect(server.requests['http-500']).toBeGreaterThan(5);
     server.setFault('none');
     await eventually(async () => (await readAll(t.kafka, serde, t.output, 'magpie.Conversation')).length >= sent.length, 120_000);
