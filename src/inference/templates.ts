@@ -205,11 +205,6 @@ export class ChatTemplate {
     return marker ? marker[0].trim() : undefined;
   }
 
-  /** Removes one leading BOS string (for servers that add the BOS themselves). */
-  stripBos(prompt: string): string {
-    return this.bos && prompt.startsWith(this.bos) ? prompt.slice(this.bos.length) : prompt;
-  }
-
   /** Length of the common start of two renderings, backed off so that it does not end inside a special token. */
   private sharedPrefixLength(a: string, b: string): number {
     let n = commonPrefixLength(a, b);

@@ -214,9 +214,9 @@ describe.each(TEMPLATE_FAMILIES)('%s template', (family) => {
     expect(t.leaks(e.conversation).length).toBeGreaterThan(0);
   });
 
-  it('strips a leading BOS only when the template has one', () => {
-    if (e.bos) expect(t.stripBos(e.conversation)).toBe(e.conversation.slice(e.bos.length));
-    else expect(t.stripBos(e.conversation)).toBe(e.conversation);
+  it('knows its BOS, which starts the conversation when the template has one', () => {
+    expect(t.bos ?? null).toBe(e.bos ?? null);
+    if (e.bos) expect(e.conversation.startsWith(t.bos!)).toBe(true);
   });
 });
 
@@ -355,7 +355,7 @@ describe('resolveTemplate', () => {
     });
     expect(r.instructionPrompt).toBe('<s>Q: ');
     expect(r.template.preQuery('S')).toBe('<s>Q: S\n\n');
-    expect(r.template.stripBos('<s>Q: x')).toBe('Q: x');
+    expect(r.template.bos).toBe('<s>');
   });
 
   it('rejects unknown families, stray fields and half a system format', () => {

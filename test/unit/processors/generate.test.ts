@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { InferenceError } from '../../../src/core/errors.js';
-import type { CompletionRequest, ChatRequest, Completion, InferenceBackend } from '../../../src/inference/backend.js';
+import type { CompletionRequest, Completion } from '../../../src/inference/backend.js';
 import { InstructionGenerator } from '../../../src/processors/generate-instructions.js';
 import { ResponseGenerator } from '../../../src/processors/generate-responses.js';
 import type { Outcome, StageContext } from '../../../src/processors/stage.js';
@@ -12,26 +12,12 @@ import type { Conversation, Instruction } from '../../../src/serde/records.gener
 import { tokenizerConfigChatTemplate } from '../../../src/inference/template-derive.js';
 import { SYSTEM_PROMPTS } from '../../../src/inference/templates.js';
 import { makeInstruction } from '../../support/records.js';
+import { ScriptedBackend, type ScriptedAnswer } from './harness.js';
 
 const ctx = (): StageContext => ({ logger: pino({ level: 'silent' }), signal: new AbortController().signal, heartbeat: async () => undefined });
 
-/** Answers from a script; records every request. */
-class ScriptedBackend implements InferenceBackend {
-  readonly id = 'fake:model';
-  readonly model = 'fake-model';
-  readonly requests: CompletionRequest[] = [];
-  constructor(private readonly answer: (req: CompletionRequest, i: number) => Completion[] | Error) {}
-  async complete(req: CompletionRequest): Promise<Completion[]> {
-    this.requests.push(req);
-    const out = this.answer(req, this.requests.length - 1);
-    if (out instanceof Error) throw out;
-    return out;
-  }
-  async chat(_req: ChatRequest): Promise<Completion[]> {
-    throw new Error('not used');
-  }
-  async close(): Promise<void> {}
-}
+/** Answers pre-query and answer completions from a script; records every request. */
+const scripted = (answer: (req: CompletionRequest, call: number) => ScriptedAnswer) => new ScriptedBackend<CompletionRequest>(answer);
 
 const ok = (text: string, tokens = 5): Completion => ({ text, finishReason: 'stop', tokens });
 
@@ -52,7 +38,7 @@ const instructionConfig = (extra: Record<string, unknown> = {}) =>
 
 describe('InstructionGenerator (Magpie step 1)', () => {
   it('sends only the pre-query template with the family stop strings and n samples', async () => {
-    const backend = new ScriptedBackend((req) => Array.from({ length: req.n ?? 1 }, (_, i) => ok(` What is ${i} + ${i}? `)));
+    const backend = scripted((req) => Array.from({ length: req.n ?? 1 }, (_, i) => ok(` What is ${i} + ${i}? `)));
     const outcomes = await drain(new InstructionGenerator(backend, instructionConfig()));
     expect(backend.requests).toHaveLength(2);
     expect(backend.requests[0]).toMatchObject({ prompt: '<|im_start|>user\n', n: 4, temperature: 1, topP: 1, maxTokens: 64 });
@@ -70,14 +56,14 @@ describe('InstructionGenerator (Magpie step 1)', () => {
   });
 
   it('records the seed each sample was actually sent with', async () => {
-    const backend = new ScriptedBackend((req) => Array.from({ length: req.n ?? 1 }, (_, i) => ({ ...ok(`Question ${i}?`), seed: req.seed! + i })));
+    const backend = scripted((req) => Array.from({ length: req.n ?? 1 }, (_, i) => ({ ...ok(`Question ${i}?`), seed: req.seed! + i })));
     const outcomes = await drain(new InstructionGenerator(backend, instructionConfig()));
     const seeds = outcomes.map((o) => (o as { records: { value: Instruction }[] }).records[0]!.value.gen_input_configs.seed);
     expect(seeds.sort((a, b) => a! - b!)).toEqual([7, 8, 9, 10, 11, 12, 13, 14]);
   });
 
   it('sends the configured reference stops (assistant, newline) and records them', async () => {
-    const backend = new ScriptedBackend((req) => Array.from({ length: req.n ?? 1 }, () => ok('Name a river.')));
+    const backend = scripted((req) => Array.from({ length: req.n ?? 1 }, () => ok('Name a river.')));
     const outcomes = await drain(new InstructionGenerator(backend, instructionConfig({ count: 1, samplesPerRequest: 1, template: 'llama3', stop: { assistant: true, newline: true } })));
     const expected = ['<|eot_id|>', '<|end_of_text|>', '<|start_header_id|>', '<|end_header_id|>', 'assistant', '\n'];
     expect(backend.requests[0]).toMatchObject({ stop: expected, stopTokenIds: [128009, 128001, 128006, 128007] });
@@ -85,7 +71,7 @@ describe('InstructionGenerator (Magpie step 1)', () => {
   });
 
   it('bans markdown headers as the first token only when asked, with the template ids', async () => {
-    const backend = new ScriptedBackend(() => [ok('Plan a trip.')]);
+    const backend = scripted(() => [ok('Plan a trip.')]);
     await drain(new InstructionGenerator(backend, instructionConfig({ count: 1, samplesPerRequest: 1, template: 'llama3.1' })));
     await drain(new InstructionGenerator(backend, instructionConfig({ count: 1, samplesPerRequest: 1, template: 'llama3.1', firstTokenBans: 'markdown-headers' })));
     expect(backend.requests[0]!.firstTokenBans).toBeUndefined();
@@ -95,7 +81,7 @@ describe('InstructionGenerator (Magpie step 1)', () => {
   });
 
   it('with template: auto, sends the pre-query derived from the model\'s own chat template', async () => {
-    const backend = new ScriptedBackend(() => [ok('Translate "good morning" into Italian.')]);
+    const backend = scripted(() => [ok('Translate "good morning" into Italian.')]);
     const config = JSON.parse(readFileSync(new URL('../inference/chat-templates/qwen2.5.json', import.meta.url), 'utf8')) as Record<string, unknown>;
     const source = tokenizerConfigChatTemplate(config, 'test', 'Qwen2.5-7B-Instruct');
     const withTemplate = Object.assign(backend, { modelChatTemplate: async () => source });
@@ -112,7 +98,7 @@ describe('InstructionGenerator (Magpie step 1)', () => {
       'What is 2+2?<|im_end|>\n<|im_start|>assistant\n4',
       'What is 2+2?\nassistant\n4',
     ];
-    const backend = new ScriptedBackend(() => texts.map((t) => ok(t)));
+    const backend = scripted(() => texts.map((t) => ok(t)));
     const outcomes = await drain(new InstructionGenerator(backend, instructionConfig({ count: 4 })));
     // The count is of clean instructions: the source asks again after the two leaks; the first answer shows the verdicts.
     expect(outcomes.slice(0, 4).map((o) => (o.kind === 'reject' ? o.rule : o.kind))).toEqual(['emit', 'emit', 'template_leak', 'template_leak']);
@@ -120,7 +106,7 @@ describe('InstructionGenerator (Magpie step 1)', () => {
 
   it('rejects empty, truncated and template-leaking instructions with the rule, and asks again until the count is clean', async () => {
     const texts: Completion[] = [ok('   '), { text: 'A cut off questi', finishReason: 'length', tokens: 64 }, ok('Hi<|im_start|>assistant\nHello'), ok('Name three rivers.')];
-    const backend = new ScriptedBackend((req, i) => (i === 0 ? texts : Array.from({ length: req.n ?? 1 }, () => ok('Name a lake.'))));
+    const backend = scripted((req, i) => (i === 0 ? texts : Array.from({ length: req.n ?? 1 }, () => ok('Name a lake.'))));
     const outcomes = await drain(new InstructionGenerator(backend, instructionConfig({ count: 4, inFlight: 1 })));
     expect(outcomes.map((o) => (o.kind === 'reject' ? o.rule : o.kind))).toEqual(['empty_instruction', 'truncated_instruction', 'template_leak', 'emit', 'emit', 'emit', 'emit']);
     expect(backend.requests.map((r) => r.n)).toEqual([4, 3]);
@@ -130,14 +116,14 @@ describe('InstructionGenerator (Magpie step 1)', () => {
   });
 
   it('puts a system-prompt variant before the user header', async () => {
-    const backend = new ScriptedBackend(() => [ok('Solve x + 1 = 2.')]);
+    const backend = scripted(() => [ok('Solve x + 1 = 2.')]);
     await drain(new InstructionGenerator(backend, instructionConfig({ count: 1, samplesPerRequest: 1, template: { family: 'chatml', systemPrompt: 'math' } })));
     expect(backend.requests[0]!.prompt).toMatch(/^<\|im_start\|>system\n.+<\|im_end\|>\n<\|im_start\|>user\n$/s);
   });
 
   it('retries a retryable backend failure and still produces the count', async () => {
     let failures = 0;
-    const backend = new ScriptedBackend((req) => (failures++ < 2 ? new InferenceError('INFERENCE_HTTP', '503', { retryable: true }) : Array.from({ length: req.n ?? 1 }, () => ok('Why is the sky blue?'))));
+    const backend = scripted((req) => (failures++ < 2 ? new InferenceError('INFERENCE_HTTP', '503', { retryable: true }) : Array.from({ length: req.n ?? 1 }, () => ok('Why is the sky blue?'))));
     const outcomes = await drain(new InstructionGenerator(backend, { ...instructionConfig({ count: 4, inFlight: 1 }) }));
     expect(outcomes.filter((o) => o.kind === 'emit')).toHaveLength(4);
   }, 20_000);
@@ -147,7 +133,7 @@ describe('ResponseGenerator (Magpie step 2 and multi-turn)', () => {
   const responseConfig = (extra: Record<string, unknown> = {}) => generateResponses.config.parse({ backend: 'b', template: 'chatml', sampling: { maxTokens: 32 }, ...extra });
 
   it('wraps the instruction in the full chat template and records the answer', async () => {
-    const backend = new ScriptedBackend(() => [ok(' Blue light scatters more. ', 6)]);
+    const backend = scripted(() => [ok(' Blue light scatters more. ', 6)]);
     const outcome = await new ResponseGenerator(backend, responseConfig()).answer(makeInstruction(1, 'Why is the sky blue?'), ctx());
     expect(backend.requests[0]!.prompt).toBe('<|im_start|>user\nWhy is the sky blue?<|im_end|>\n<|im_start|>assistant\n');
     expect(backend.requests[0]).toMatchObject({ temperature: 0, maxTokens: 32 });
@@ -159,7 +145,7 @@ describe('ResponseGenerator (Magpie step 2 and multi-turn)', () => {
   });
 
   it('lets the model write the follow-up user turn, with the multi-turn system prompt in that prompt only', async () => {
-    const backend = new ScriptedBackend((req) => [ok(req.prompt.endsWith('<|im_start|>user\n') ? 'And why is it red at sunset?' : 'Because of scattering.')]);
+    const backend = scripted((req) => [ok(req.prompt.endsWith('<|im_start|>user\n') ? 'And why is it red at sunset?' : 'Because of scattering.')]);
     const outcome = await new ResponseGenerator(backend, responseConfig({ turns: 2 })).answer(makeInstruction(1, 'Why is the sky blue?'), ctx());
     const c = (outcome as { records: { value: Conversation }[] }).records[0]!.value;
     expect(c.conversations.map((t) => t.from)).toEqual(['human', 'gpt', 'human', 'gpt']);
@@ -169,7 +155,7 @@ describe('ResponseGenerator (Magpie step 2 and multi-turn)', () => {
     expect(backend.requests[1]!.prompt).toBe(`<|im_start|>system\n${SYSTEM_PROMPTS.multiturn}<|im_end|>\n${exchange}<|im_start|>user\n`);
     // The answer to the follow-up sees no multi-turn system prompt either.
     expect(backend.requests[2]!.prompt).toBe(`${exchange}<|im_start|>user\nAnd why is it red at sunset?<|im_end|>\n<|im_start|>assistant\n`);
-    const plain = new ScriptedBackend((req) => [ok(req.prompt.endsWith('<|im_start|>user\n') ? 'And at night?' : 'Scattering.')]);
+    const plain = scripted((req) => [ok(req.prompt.endsWith('<|im_start|>user\n') ? 'And at night?' : 'Scattering.')]);
     await new ResponseGenerator(plain, responseConfig({ turns: 2, followUpSystemPrompt: false })).answer(makeInstruction(1, 'Why is the sky blue?'), ctx());
     expect(plain.requests[1]!.prompt).toMatch(/^<\|im_start\|>user\n/);
   });
@@ -177,7 +163,7 @@ describe('ResponseGenerator (Magpie step 2 and multi-turn)', () => {
   it('cleans follow-up turns with the same rules as instructions', async () => {
     const followUps = ['Could you be my study assistant for this topic?', 'Thanks!\nAssistant: You are welcome.'];
     let asked = 0;
-    const backend = new ScriptedBackend((req) => [ok(req.prompt.endsWith('<|im_start|>user\n') ? followUps[asked++]! : 'Sure.')]);
+    const backend = scripted((req) => [ok(req.prompt.endsWith('<|im_start|>user\n') ? followUps[asked++]! : 'Sure.')]);
     const gen = new ResponseGenerator(backend, responseConfig({ turns: 2, followUpStop: { newline: true } }));
     const kept = await gen.answer(makeInstruction(1, 'Explain photosynthesis.'), ctx());
     expect((kept as { records: { value: Conversation }[] }).records[0]!.value.conversations[2]!.value).toBe('Could you be my study assistant for this topic?');
@@ -186,7 +172,7 @@ describe('ResponseGenerator (Magpie step 2 and multi-turn)', () => {
   });
 
   it('rejects oversized and empty instructions without inference, and empty answers with a rule', async () => {
-    const backend = new ScriptedBackend(() => [ok('')]);
+    const backend = scripted(() => [ok('')]);
     const gen = new ResponseGenerator(backend, responseConfig({ maxInstructionChars: 100 }));
     expect(await gen.answer(makeInstruction(1, 'x'.repeat(1_000_000)), ctx())).toMatchObject({ kind: 'reject', rule: 'instruction_too_long' });
     expect(await gen.answer(makeInstruction(2, '   '), ctx())).toMatchObject({ kind: 'reject', rule: 'empty_instruction' });
@@ -195,7 +181,7 @@ describe('ResponseGenerator (Magpie step 2 and multi-turn)', () => {
   });
 
   it('keeps a reasoning model\'s thinking apart from its answer, in the record and out of the turns', async () => {
-    const backend = new ScriptedBackend(() => [ok('<think>\nRayleigh scattering grows as 1/λ⁴.\n</think>\n\nBlue light scatters more.', 30)]);
+    const backend = scripted(() => [ok('<think>\nRayleigh scattering grows as 1/λ⁴.\n</think>\n\nBlue light scatters more.', 30)]);
     const outcome = await new ResponseGenerator(backend, responseConfig({ reasoning: {} })).answer(makeInstruction(1, 'Why is the sky blue?'), ctx());
     const c = (outcome as { records: { value: Conversation }[] }).records[0]!.value;
     expect(c).toMatchObject({ reasoning: 'Rayleigh scattering grows as 1/λ⁴.', response: 'Blue light scatters more.', response_length: 25, response_tokens: 30 });
@@ -204,23 +190,23 @@ describe('ResponseGenerator (Magpie step 2 and multi-turn)', () => {
   });
 
   it('takes the thinking a server returns apart (vLLM reasoning_content) and leaves tags alone when not asked to split', async () => {
-    const backend = new ScriptedBackend(() => [{ ...ok('Blue light scatters more.'), reasoning: ' Short wavelengths scatter. ' }]);
+    const backend = scripted(() => [{ ...ok('Blue light scatters more.'), reasoning: ' Short wavelengths scatter. ' }]);
     const c = ((await new ResponseGenerator(backend, responseConfig()).answer(makeInstruction(1), ctx())) as { records: { value: Conversation }[] }).records[0]!.value;
     expect(c).toMatchObject({ reasoning: 'Short wavelengths scatter.', response: 'Blue light scatters more.' });
-    const plain = new ScriptedBackend(() => [ok('<think>x</think>y')]);
+    const plain = scripted(() => [ok('<think>x</think>y')]);
     const p = ((await new ResponseGenerator(plain, responseConfig()).answer(makeInstruction(1), ctx())) as { records: { value: Conversation }[] }).records[0]!.value;
     expect(p).toMatchObject({ reasoning: null, response: '<think>x</think>y' });
   });
 
   it('rejects an answer whose thinking never ended', async () => {
-    const backend = new ScriptedBackend(() => [{ text: '<think>Let me consider every case', finishReason: 'length', tokens: 32 }]);
+    const backend = scripted(() => [{ text: '<think>Let me consider every case', finishReason: 'length', tokens: 32 }]);
     const outcome = await new ResponseGenerator(backend, responseConfig({ reasoning: {} })).answer(makeInstruction(1), ctx());
     expect(outcome).toMatchObject({ kind: 'reject', rule: 'unfinished_reasoning' });
     expect((outcome as { reason: string }).reason).toMatch(/no <\/think> \(cut at maxTokens 32\)/);
   });
 
   it('flags a truncated answer', async () => {
-    const backend = new ScriptedBackend(() => [{ text: 'A long answer that', finishReason: 'length', tokens: 32 }]);
+    const backend = scripted(() => [{ text: 'A long answer that', finishReason: 'length', tokens: 32 }]);
     const outcome = await new ResponseGenerator(backend, responseConfig()).answer(makeInstruction(1), ctx());
     expect((outcome as { records: { value: Conversation }[] }).records[0]!.value.response_finish_reason).toBe('length');
   });
