@@ -2,7 +2,6 @@ import type { Admin } from 'kafkajs';
 import { errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { sleep } from '../core/retry.js';
-import { consumerLag } from './consumer-lag.js';
 
 export interface BacklogBound {
   /** The topic the source writes. */
@@ -34,14 +33,24 @@ export class BacklogGate {
     private readonly log: Logger,
   ) {}
 
-  /** The largest backlog among the reading groups. */
+  /**
+   * The largest backlog among the reading groups that have committed on the topic. A group that never has (its
+   * stage not deployed yet, or run later on purpose to replay what the source made) holds nothing back.
+   */
   async backlog(): Promise<number> {
     const admin = await this.admin();
+    const ends = await admin.fetchTopicOffsets(this.bound.topic);
     let worst = 0;
-    for (const group of this.bound.groups) {
-      let sum = 0;
-      for (const lag of (await consumerLag(admin, group, this.bound.topic)).values()) sum += lag;
-      worst = Math.max(worst, sum);
+    for (const groupId of this.bound.groups) {
+      const [offsets] = await admin.fetchOffsets({ groupId, topics: [this.bound.topic] });
+      const committed = new Map((offsets?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]));
+      if (![...committed.values()].some((c) => c >= 0n)) continue;
+      let sum = 0n;
+      for (const end of ends) {
+        const c = committed.get(end.partition) ?? -1n;
+        sum += BigInt(end.high) - (c >= 0n ? c : BigInt(end.low));
+      }
+      worst = Math.max(worst, Number(sum));
     }
     return worst;
   }

@@ -8,6 +8,7 @@ import { backoffDelay, sleep } from '../core/retry.js';
 import type { Processor, StageContext, StateRestorer } from '../processors/stage.js';
 import type { RecordSerde } from '../serde/serde.js';
 import { fetchMessageLimits } from './admin.js';
+import { isInferredRefusal, KafkaAccessError } from './auth-errors.js';
 import { AtLeastOnceCommitter, TransactionalCommitter, type Committer } from './committer.js';
 import { PartitionWindow, type CommitGroup, type CommitResult } from './partition-window.js';
 import { headersToStrings, messageLimit, routeChain, type ChainLink, type RawRecord, type RouteTarget, type RoutedBatch } from './route.js';
@@ -141,7 +142,7 @@ export class StageRunner extends EventEmitter {
 
 
   async start(): Promise<void> {
-    const { kafka, groupId, input, concurrency, sessionTimeoutMs, target } = this.options;
+    const { groupId, input, target } = this.options;
     // The broker's own size limits of every output topic: sends are split to fit, larger records dead-lettered.
     // A chained stage's 'out' goes to the next stage in memory: that topic is not written (nor granted, magpie acls).
     const written = (l: ChainLink, k: number) => Object.entries(l.target.ports).filter(([port]) => port !== 'out' || k === this.links.length - 1).map(([, topic]) => topic);
@@ -152,6 +153,13 @@ export class StageRunner extends EventEmitter {
     for (const f of this.options.followers ?? []) {
       await f.processor.init?.(this.context(this.log.child({ stage: f.target.name }), this.abort.signal), this.restorer);
     }
+    await this.startConsumer();
+    this.log.info({ input, groupId, exactlyOnce: this.options.exactlyOnce, batchSize: this.options.batchSize, window: this.options.window }, 'stage started');
+  }
+
+  /** A consumer in the stage's group, fetching into the windows; partitions held back stay paused. */
+  private async startConsumer(): Promise<void> {
+    const { kafka, groupId, input, concurrency, sessionTimeoutMs } = this.options;
     const consumer = kafka.consumer({
       groupId,
       sessionTimeout: sessionTimeoutMs,
@@ -175,8 +183,13 @@ export class StageRunner extends EventEmitter {
     });
     consumer.on(consumer.events.CRASH, (e) => {
       this.log.error({ err: String(e.payload.error), restart: e.payload.restart }, 'consumer crashed');
-      // kafkajs will not restart this consumer: an idle process would look healthy, so say it is not.
-      if (!e.payload.restart && !this.stopping) this.emit('fatal', e.payload.error);
+      if (e.payload.restart || this.stopping || this.consumer !== consumer) return;
+      const err = e.payload.error;
+      // A refusal the broker stated stops the stage: an idle process would look healthy, so say it is not.
+      if (err instanceof KafkaAccessError && !isInferredRefusal(err)) return void this.emit('fatal', err);
+      // kafkajs gives a consumer up when the group's coordinator stays unreachable past its retries (a broker
+      // restarting slowly looks like this): a new consumer takes its place; the windows carry on.
+      void this.replaceConsumer(consumer, err);
     });
     await consumer.connect();
     await consumer.subscribe({ topics: [input], fromBeginning: true });
@@ -186,7 +199,26 @@ export class StageRunner extends EventEmitter {
       partitionsConsumedConcurrently: concurrency,
       eachBatch: (payload) => this.onBatch(payload),
     });
-    this.log.info({ input, groupId, exactlyOnce: this.options.exactlyOnce, batchSize: this.options.batchSize, window: this.options.window }, 'stage started');
+    if (this.openCircuits.size > 0) consumer.pause([{ topic: input }]);
+    else if (this.backpressured.size > 0) consumer.pause([{ topic: input, partitions: [...this.backpressured] }]);
+  }
+
+  private async replaceConsumer(crashed: Consumer, cause: unknown): Promise<void> {
+    await crashed.disconnect().catch(() => undefined);
+    for (let attempt = 1; !this.stopping && this.consumer === crashed; attempt++) {
+      const delay = backoffDelay(Math.min(attempt, 16), COMMIT_RETRY);
+      this.log.warn({ err: errorMessage(cause), attempt, delayMs: delay }, 'kafkajs gave the consumer up; starting a new one');
+      await sleep(delay, this.abort.signal).catch(() => undefined);
+      if (this.stopping) return;
+      try {
+        await this.startConsumer();
+        return;
+      } catch (err) {
+        cause = err;
+        await this.consumer?.disconnect().catch(() => undefined);
+        this.consumer = crashed;
+      }
+    }
   }
 
   /** `heartbeat`: only where the consumer loop itself waits (state catch-up); it never waits for inference. */

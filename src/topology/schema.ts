@@ -98,7 +98,8 @@ export const commonStageFields = {
   via: z.enum(['topic', 'memory']).default('topic'),
   /**
    * Sources only: the source waits while a stage reading its output has more than this many records not yet
-   * committed (read from the broker, so readers in other processes count). Default: twice what those stages'
+   * committed (read from the broker, so readers in other processes count; a reader that has never committed
+   * holds nothing back). Default: twice what those stages'
    * windows process at once on all partitions, so they never wait for the source and it runs no further ahead.
    * 0: no bound.
    */

@@ -203,7 +203,7 @@ describe('stream core under real failures', () => {
     }
   });
 
-  it('holds a source at its readers\' backlog bound, read from the broker, and lets it go on once they catch up', async () => {
+  it('holds a source at its readers\' backlog bound while they are down, read from the broker, and lets it go on when they are back', async () => {
     const server = await fakeServer();
     let n = 0;
     server.answer = () => `Which test covers case ${n++}?`;
@@ -211,29 +211,47 @@ describe('stream core under real failures', () => {
     const topology = await loadTopologyFile('topologies/test/source-backlog.yaml', { topicPrefix: prefix, brokers: [bootstrap], env: { ...process.env, FAKE_OPENAI_URL: server.url, MAX_BACKLOG: '60' } });
     const kafka = createKafka(topology.kafka, logger);
     const [source, reader] = topology.stages;
-    const count = async (topic: string, schema: 'magpie.Instruction' | 'magpie.Conversation') => (await readAll(kafka, serde, topic, schema)).length;
-    // The source alone: nobody reads its output, so it stops at the bound (one batch of 10 over it at most).
-    const sourceRun = track(await runTopology(topology, logger, { stages: ['instructions'] }));
-    await eventually(async () => (await count(source!.ports.out!, 'magpie.Instruction')) >= 40, 60_000);
-    let held = -1;
-    await eventually(async () => {
-      const now = await count(source!.ports.out!, 'magpie.Instruction');
-      const steady = now === held;
-      held = now;
-      return steady;
-    }, 60_000, 3_000);
-    expect(held).toBeGreaterThanOrEqual(40);
-    expect(held).toBeLessThanOrEqual(70);
-    const requestsWhileHeld = server.bodies.length;
-    await new Promise((r) => setTimeout(r, 2_000));
-    expect(server.bodies.length).toBe(requestsWhileHeld);
-    // The reader starts (as another process would, in its own consumer group): the source goes on.
-    track(await runTopology(topology, logger, { stages: ['respond'], createTopics: false }));
-    await eventually(async () => (await count(reader!.ports.out!, 'magpie.Conversation')) >= 200, 120_000);
-    await sourceRun.stop();
-    const instructions = await readAll<Instruction>(kafka, serde, source!.ports.out!, 'magpie.Instruction');
-    expect(instructions.length).toBeGreaterThan(200);
-    expect(new Set(instructions.map((r) => r.uuid)).size).toBe(instructions.length);
+    const instructionsTopic = source!.ports.out!;
+    const answered = async () => (await readAll(kafka, serde, reader!.ports.out!, 'magpie.Conversation')).length;
+    // The reader's backlog as the broker sees it: offsets not committed by its group (transaction markers count).
+    const admin = kafka.admin();
+    await admin.connect();
+    const backlog = async () => {
+      const ends = await admin.fetchTopicOffsets(instructionsTopic);
+      const [committed] = await admin.fetchOffsets({ groupId: reader!.groupId, topics: [instructionsTopic] });
+      return ends.reduce((sum, e) => sum + Number(e.high) - Math.max(0, Number(committed!.partitions.find((p) => p.partition === e.partition)!.offset)), 0);
+    };
+    try {
+      // Source and reader in separate runs, as separate processes would be.
+      const sourceRun = track(await runTopology(topology, logger, { stages: ['instructions'] }));
+      const readerRun = await runTopology(topology, logger, { stages: ['respond'], createTopics: false });
+      await eventually(async () => (await answered()) >= 50, 60_000);
+      // The reader goes down (a deploy): the source runs on up to the bound, then waits.
+      await readerRun.stop();
+      let held = -1;
+      await eventually(async () => {
+        const now = (await readAll(kafka, serde, instructionsTopic, 'magpie.Instruction')).length;
+        const steady = now === held;
+        held = now;
+        return steady;
+      }, 60_000, 3_000);
+      const atBound = await backlog();
+      // Waiting from 60 on, with at most one batch of 10 (and its transaction marker) written past it.
+      expect(atBound).toBeGreaterThanOrEqual(60);
+      expect(atBound).toBeLessThanOrEqual(71);
+      const requestsWhileHeld = server.bodies.length;
+      await new Promise((r) => setTimeout(r, 2_000));
+      expect(server.bodies.length).toBe(requestsWhileHeld);
+      // The reader is back: the source goes on.
+      track(await runTopology(topology, logger, { stages: ['respond'], createTopics: false }));
+      await eventually(async () => (await answered()) >= held + 100, 120_000);
+      await sourceRun.stop();
+      const instructions = await readAll<Instruction>(kafka, serde, instructionsTopic, 'magpie.Instruction');
+      expect(instructions.length).toBeGreaterThan(held);
+      expect(new Set(instructions.map((r) => r.uuid)).size).toBe(instructions.length);
+    } finally {
+      await admin.disconnect();
+    }
   });
 
   it('exits non-zero, naming the stage, when a source fails for good, under --exit-when-done', async () => {

@@ -98,9 +98,18 @@ export class FakeAdmin {
 }
 
 /** A Kafka whose consumer and admin are the fakes above (the runners use nothing else of it when given a committer). */
-export function fakeKafka(consumer = new FakeConsumer(), admin = new FakeAdmin()): { kafka: Kafka; consumer: FakeConsumer; admin: FakeAdmin } {
-  const kafka = { consumer: () => consumer, admin: () => admin };
-  return { kafka: kafka as unknown as Kafka, consumer, admin };
+/** `consumers`: every consumer the runner asked for, `consumer` first; later ones are new fakes. */
+export function fakeKafka(consumer = new FakeConsumer(), admin = new FakeAdmin()): { kafka: Kafka; consumer: FakeConsumer; consumers: FakeConsumer[]; admin: FakeAdmin } {
+  const consumers: FakeConsumer[] = [];
+  const kafka = {
+    consumer: () => {
+      const next = consumers.length === 0 ? consumer : new FakeConsumer();
+      consumers.push(next);
+      return next;
+    },
+    admin: () => admin,
+  };
+  return { kafka: kafka as unknown as Kafka, consumer, consumers, admin };
 }
 
 export interface RecordedCommit {

@@ -61,7 +61,7 @@ afterEach(async () => {
 });
 
 async function started(processor: Processor<unknown, unknown>, options: Partial<StageRunnerOptions> & { committed?: Record<number, string> } = {}) {
-  const { kafka, consumer, admin } = fakeKafka();
+  const { kafka, consumer, consumers, admin } = fakeKafka();
   for (const [p, offset] of Object.entries(options.committed ?? {})) admin.committed.set(Number(p), offset);
   const committer = new RecordingCommitter();
   const runner = new StageRunner(processor, {
@@ -71,7 +71,7 @@ async function started(processor: Processor<unknown, unknown>, options: Partial<
   runners.push(runner);
   await runner.start();
   consumer.assign(INPUT, [0]);
-  return { runner, consumer, committer, admin };
+  return { runner, consumer, consumers, committer, admin };
 }
 
 const deliver = async (consumer: FakeConsumer, offsets: number[], partition = 0) => consumer.deliver(INPUT, partition, await encoded(offsets));
@@ -187,6 +187,27 @@ describe('StageRunner', () => {
     expect(committer.calls).toEqual(['fence in-0', 'commit in-0', 'fence in-0', 'commit in-0']);
     expect(processor.calls).toHaveLength(1);
     expect(keysOf(committer.commits[0]!.byTopic.get('copy.out'))).toEqual(['k0', 'k1']);
+  });
+
+  it('replaces a consumer kafkajs gave up on (coordinator unreachable past its retries): chunks in flight go on, re-deliveries are skipped', async () => {
+    const processor = new ScriptedProcessor(true);
+    const { runner, consumer, consumers, committer } = await started(processor);
+    const fatal: unknown[] = [];
+    runner.on('fatal', (err) => fatal.push(err));
+    await deliver(consumer, [0, 1]);
+    await until(() => processor.calls.length === 1, 'one chunk in flight');
+    consumer.emit(consumer.events.CRASH, { payload: { error: Object.assign(new Error('Failed to find group coordinator'), { name: 'KafkaJSNonRetriableError' }), restart: false } });
+    await until(() => consumers.length === 2 && consumers[1]!.eachBatch !== undefined, 'a new consumer consuming');
+    expect(consumer.disconnected).toBe(true);
+    const second = consumers[1]!;
+    second.assign(INPUT, [0]);
+    // The chunk fetched by the first consumer still commits; the new one fetches from the committed offset.
+    processor.release(0);
+    await until(() => committer.commits.length === 1, 'the chunk in flight committed');
+    await deliver(second, [0, 1, 2, 3]);
+    await until(() => processor.calls.length === 2, 'the next chunk');
+    expect(processor.calls[1]!.offsets).toEqual(['2', '3']);
+    expect(fatal).toEqual([]);
   });
 
   it('abandons the work of a partition the group gives to another member', async () => {
