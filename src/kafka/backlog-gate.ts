@@ -55,9 +55,9 @@ export class BacklogGate {
     return worst;
   }
 
-  /** The source wrote `records` more. */
-  wrote(records: number): void {
-    this.written += records;
+  /** The source wrote `offsets` more (records, and transaction markers). */
+  wrote(offsets: number): void {
+    this.written += offsets;
   }
 
   /** Resolves once the backlog is under the bound; a backlog that cannot be read lets the source go on. */

@@ -152,7 +152,8 @@ export class SourceRunner extends EventEmitter {
       const routed = router.routed(0);
       await this.write(routed.byTopic);
       if (this.takenOver) break;
-      this.gate?.wrote(routed.counts.out);
+      // A transaction's commit marker takes an offset too, and the backlog is read in offsets.
+      this.gate?.wrote(routed.counts.out + (this.options.exactlyOnce ? 1 : 0));
       this.totals.out += routed.counts.out;
       this.totals.rejected += routed.counts.rejected;
       this.options.metrics.record(target.name, routed.counts);

@@ -236,9 +236,10 @@ describe('stream core under real failures', () => {
         return steady;
       }, 60_000, 3_000);
       const atBound = await backlog();
-      // Waiting from 60 on, with at most one batch of 10 (and its transaction marker) written past it.
+      // Waiting from 60 on, with at most one batch of 10 written past it; transaction markers take an offset on
+      // each of the 2 partitions a batch touches, and the source counts one per batch, so a few more may pass.
       expect(atBound).toBeGreaterThanOrEqual(60);
-      expect(atBound).toBeLessThanOrEqual(71);
+      expect(atBound).toBeLessThanOrEqual(60 + 10 + 2 * 2);
       const requestsWhileHeld = server.bodies.length;
       await new Promise((r) => setTimeout(r, 2_000));
       expect(server.bodies.length).toBe(requestsWhileHeld);
