@@ -22,7 +22,8 @@ const snapshotsSchema = z
     dir: z.string().min(1).default('.magpie/state'),
     /**
      * Entries added between snapshots; 0: no snapshots, every restore replays the whole changelog. A restore
-     * replays at most this many entries after the snapshot; saving one takes seconds at a million entries.
+     * replays at most about this many entries after the snapshot, in order: the tail bounds its time (10,000
+     * took about 30 s at a million entries on 2 cores), while saving one took about 3 s at that size.
      */
     every: z.number().int().min(0).default(10_000),
     /** Snapshots kept; older ones are deleted. */
