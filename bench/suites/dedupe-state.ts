@@ -78,7 +78,7 @@ async function restore(ctx: BenchContext): Promise<Measurement[]> {
   const count = Number(process.env.BENCH_RESTORE_ENTRIES ?? (ctx.quick ? 20_000 : 200_000));
   // A restore replays at most `snapshots.every` entries after the newest snapshot: the worst case.
   const tail = Math.min(Math.round(count / 20), nearDuplicate.config.parse({}).snapshots.every);
-  // The one-at-a-time and in-order replays take an hour at a million entries: measured on this many, projected.
+  // The one-at-a-time and in-order replays take most of an hour at a million entries: timed on this many, projected.
   const sample = Math.min(tail, ctx.quick ? 1_000 : 5_000);
   ctx.progress(`dedupe-state: encoding ${count} + ${tail} changelog entries`);
   let vectors: Float32Array | undefined = subspaceUnitVectors(count + tail, DIMENSIONS, 16, 3);
