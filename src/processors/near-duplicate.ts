@@ -23,7 +23,7 @@ const snapshotsSchema = z
     /**
      * Entries added between snapshots; 0: no snapshots, every restore replays the whole changelog. A restore
      * replays at most about this many entries after the snapshot, in order: the tail bounds its time (10,000
-     * took about 30 s at a million entries on 2 cores), while saving one took about 3 s at that size.
+     * took 31-37 s at a million entries on 2 shared cores), while saving one took 3-9 s at that size.
      */
     every: z.number().int().min(0).default(10_000),
     /** Snapshots kept; older ones are deleted. */
