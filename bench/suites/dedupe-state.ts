@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import avro from 'avsc';
 import { pino } from 'pino';
-import { NeighborIndex, type Quantization } from '../../src/embedding/neighbor-index.js';
+import { DEFAULT_NEIGHBOR_INDEX, NeighborIndex, type Quantization } from '../../src/embedding/neighbor-index.js';
 import { createEmbedder, magpieCacheDir } from '../../src/embedding/transformers.js';
 import { DEFAULT_DUPLICATE_THRESHOLD, nearDuplicate, NearDuplicateFilter } from '../../src/processors/near-duplicate.js';
 import type { StageContext, StateRestorer } from '../../src/processors/stage.js';
@@ -15,7 +15,7 @@ const indexEntryType = avro.Type.forSchema(JSON.parse(readFileSync(new URL('../.
 
 /** A changelog of Avro-encoded entries in memory: the restore path minus the broker's fetches. */
 class EncodedChangelog implements StateRestorer {
-  readonly entries: Buffer[] = [];
+  constructor(readonly entries: Buffer[] = []) {}
   topicOf(): string {
     return 'bench-changelog';
   }
@@ -25,13 +25,16 @@ class EncodedChangelog implements StateRestorer {
   }
 }
 
-function changelog(vectors: Float32Array, count: number): EncodedChangelog {
-  const log = new EncodedChangelog();
-  for (let i = 0; i < count; i++) {
-    const entry: IndexEntry = { uuid: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, seq: i, embedding: Array.from(vectors.subarray(i * DIMENSIONS, (i + 1) * DIMENSIONS)) };
-    log.entries.push(indexEntryType.toBuffer(entry));
+/** Changelog entries (seq `first`, …) for the rows of `vectors`, Avro-encoded as the stage writes them. */
+function encodeEntries(vectors: Float32Array, first: number): Buffer[] {
+  const embedding = new Array<number>(DIMENSIONS);
+  const out: Buffer[] = [];
+  for (let row = 0; row < vectors.length / DIMENSIONS; row++) {
+    for (let d = 0; d < DIMENSIONS; d++) embedding[d] = vectors[row * DIMENSIONS + d]!;
+    const seq = first + row;
+    out.push(indexEntryType.toBuffer({ uuid: `00000000-0000-4000-8000-${String(seq).padStart(12, '0')}`, seq, embedding } satisfies IndexEntry));
   }
-  return log;
+  return out;
 }
 
 /** A stage context whose log lines are kept, for the timings the stage logs itself. */
@@ -48,17 +51,46 @@ async function timedInit(stage: NearDuplicateFilter, log: StateRestorer): Promis
   return { seconds: (performance.now() - t) / 1000, lines };
 }
 
+/** Seconds a step took, from the `ms` of the stage's own log line for it. */
+function loggedSeconds(lines: Record<string, unknown>[], msg: string): number {
+  const ms = lines.find((l) => l.msg === msg)?.ms;
+  if (typeof ms !== 'number') throw new Error(`the stage did not log '${msg}' with its duration`);
+  return ms / 1000;
+}
+
+/** Replay as it was before snapshots and the worker: decode, then one insert at a time on the event loop. Entries/s. */
+function oneAtATimeRate(index: NeighborIndex, entries: Buffer[]): number {
+  const t = performance.now();
+  for (const buf of entries) index.add(Float32Array.from((indexEntryType.fromBuffer(buf) as IndexEntry).embedding));
+  return (entries.length * 1000) / (performance.now() - t);
+}
+
+/**
+ * Seconds to insert `count` entries one by one, from the rates measured on an empty index and on one of
+ * `count` entries. An insert costs more as the graph grows, ever more slowly: at least the mean of the two
+ * per-entry times for every entry, at most the second.
+ */
+function projectedSeconds(count: number, startRate: number, endRate: number): { atLeast: number; atMost: number } {
+  return { atLeast: round((count * (1 / startRate + 1 / endRate)) / 2), atMost: round(count / endRate) };
+}
+
 async function restore(ctx: BenchContext): Promise<Measurement[]> {
   const count = Number(process.env.BENCH_RESTORE_ENTRIES ?? (ctx.quick ? 20_000 : 200_000));
-  const tail = Math.round(count / 20);
-  ctx.progress(`dedupe-state: encoding ${count + tail} changelog entries`);
-  const vectors = subspaceUnitVectors(count + tail, DIMENSIONS, 16, 3);
-  const log = changelog(vectors, count);
+  // A restore replays at most `snapshots.every` entries after the newest snapshot: the worst case.
+  const tail = Math.min(Math.round(count / 20), nearDuplicate.config.parse({}).snapshots.every);
+  // The one-at-a-time and in-order replays take most of an hour at a million entries: timed on this many, projected.
+  const sample = Math.min(tail, ctx.quick ? 1_000 : 5_000);
+  ctx.progress(`dedupe-state: encoding ${count} + ${tail} changelog entries`);
+  let vectors: Float32Array | undefined = subspaceUnitVectors(count + tail, DIMENSIONS, 16, 3);
+  const log = new EncodedChangelog(encodeEntries(vectors.subarray(0, count * DIMENSIONS), 0));
+  const tailEntries = encodeEntries(vectors.subarray(count * DIMENSIONS), count);
+  vectors = undefined;
   const dir = mkdtempSync(join(tmpdir(), 'magpie-bench-state-'));
+  const stage = (cfg: Record<string, unknown>) => new NearDuplicateFilter(nearDuplicate.config.parse(cfg));
   try {
-    // Full replay, bulk adds on all cores; the memory the state takes is measured on it.
-    const full = new NearDuplicateFilter(nearDuplicate.config.parse({ snapshots: { every: 0 }, parallelRestore: true }));
-    // The worker thread's own memory is not state: measure from a started, empty stage.
+    // Full replay with inserts on all cores, which then saves the snapshot the next restore starts from.
+    // The state's memory is measured on it, from a started, empty stage (the worker's own memory is not state).
+    const full = stage({ snapshots: { dir, every: count }, parallelRestore: true });
     await full.init(loggingContext().ctx, new EncodedChangelog());
     const rss0 = rssAfterGc();
     const heap0 = process.memoryUsage().heapUsed;
@@ -66,72 +98,73 @@ async function restore(ctx: BenchContext): Promise<Measurement[]> {
     const rssPerEntry = (rssAfterGc() - rss0) / count;
     const heapPerEntry = (process.memoryUsage().heapUsed - heap0) / count;
     await full.close();
-    ctx.progress(`dedupe-state: full replay of ${count} entries, inserts on all cores, in ${f.seconds.toFixed(1)} s`);
-    // The default replay: in order on one thread, in the worker, while the next chunk is decoded.
-    const inOrder = new NearDuplicateFilter(nearDuplicate.config.parse({ snapshots: { every: 0 } }));
-    const o = await timedInit(inOrder, log);
-    await inOrder.close();
-    ctx.progress(`dedupe-state: full replay of ${count} entries, in order, in ${o.seconds.toFixed(1)} s`);
-
-    // A snapshot taken at `count` entries, then `tail` more entries written after it.
-    const writer = new NearDuplicateFilter(nearDuplicate.config.parse({ snapshots: { dir, every: count }, parallelRestore: true }));
-    const w = await timedInit(writer, log);
-    await writer.close();
-    const saveMs = Number(w.lines.find((l) => l.msg === 'index snapshot saved')?.ms ?? NaN);
-    const snapshotBytes = dirBytes(join(dir, 'bench-changelog'));
+    const fullSeconds = loggedSeconds(f.lines, 'near-duplicate index restored from the changelog');
+    const saveSeconds = loggedSeconds(f.lines, 'index snapshot saved');
+    ctx.progress(`dedupe-state: full replay of ${count} entries, inserts on all cores, in ${fullSeconds.toFixed(1)} s; snapshot saved in ${saveSeconds.toFixed(1)} s`);
+    const snapshotDir = join(dir, 'bench-changelog');
+    const snapshotBytes = dirBytes(snapshotDir);
+    const indexFile = join(snapshotDir, readdirSync(snapshotDir).find((f) => f.endsWith('.usearch'))!);
     // The saved index is its in-memory layout (vectors + graph); RSS deltas also hold freed, not returned memory.
-    const indexBytes = readdirSync(join(dir, 'bench-changelog')).filter((f) => f.endsWith('.usearch')).reduce((n, f) => n + statSync(join(dir, 'bench-changelog', f)).size, 0);
-    for (const b of changelog(vectors.subarray(count * DIMENSIONS), tail).entries.map((buf, i) => {
-      const e = indexEntryType.fromBuffer(buf) as IndexEntry;
-      return indexEntryType.toBuffer({ ...e, seq: count + i, uuid: `00000000-0000-4000-9000-${String(count + i).padStart(12, '0')}` });
-    })) log.entries.push(b);
-    const fromSnapshot = new NearDuplicateFilter(nearDuplicate.config.parse({ snapshots: { dir, every: count * 10 } }));
+    const indexBytes = statSync(indexFile).size;
+
+    // `tail` more entries written after the snapshot; the restore loads it and replays them in order.
+    log.entries.push(...tailEntries);
+    const fromSnapshot = stage({ snapshots: { dir, every: count * 10 } });
     const s = await timedInit(fromSnapshot, log);
     await fromSnapshot.close();
     if (!s.lines.some((l) => String(l.msg).includes('restored from a snapshot'))) throw new Error('the snapshot was not used');
-    ctx.progress(`dedupe-state: snapshot + ${tail} tail entries in ${s.seconds.toFixed(1)} s`);
+    const loadSeconds = loggedSeconds(s.lines, 'index snapshot loaded');
+    const tailSeconds = s.seconds - loadSeconds;
+    ctx.progress(`dedupe-state: snapshot of ${count} loaded in ${loadSeconds.toFixed(1)} s + ${tail} tail entries in ${tailSeconds.toFixed(1)} s`);
 
-    // Replay as it was: decode, then one insert at a time on one thread, for a time budget; projected to `count`.
-    const budgetMs = (ctx.quick ? 20 : 90) * 1000;
-    const one = new NeighborIndex(DIMENSIONS);
-    const t = performance.now();
-    let done = 0;
-    while (done < count && performance.now() - t < budgetMs) {
-      const e = indexEntryType.fromBuffer(log.entries[done]!) as IndexEntry;
-      one.add(Float32Array.from(e.embedding));
-      done++;
-    }
-    const oneRate = (done * 1000) / (performance.now() - t);
-    // Inserts slow down as the graph grows: the rate at `done` entries flatters the projection.
-    const oneSeconds = count / oneRate;
-    ctx.progress(`dedupe-state: one-at-a-time replay ${oneRate.toFixed(0)} entries/s over the first ${done} (projected ${oneSeconds.toFixed(0)} s for ${count})`);
+    // The default full replay (in order, in the worker) from an empty index; at `count` entries its rate is the tail's.
+    const inOrder = stage({ snapshots: { every: 0 } });
+    await inOrder.init(loggingContext().ctx, new EncodedChangelog());
+    const o = await timedInit(inOrder, new EncodedChangelog(log.entries.slice(0, sample)));
+    await inOrder.close();
+    const inOrderSeconds = projectedSeconds(count, sample / o.seconds, tail / tailSeconds);
+    ctx.progress(`dedupe-state: full replay in order: ${(sample / o.seconds).toFixed(0)} entries/s from empty, ${(tail / tailSeconds).toFixed(0)} at ${count} (projected ${inOrderSeconds.atLeast.toFixed(0)}-${inOrderSeconds.atMost.toFixed(0)} s)`);
 
+    // One at a time on the event loop, from empty and on the snapshot's index.
+    const startRate = oneAtATimeRate(new NeighborIndex(DIMENSIONS), log.entries.slice(0, sample));
+    const endRate = oneAtATimeRate(NeighborIndex.load(indexFile, DIMENSIONS, DEFAULT_NEIGHBOR_INDEX), tailEntries.slice(0, sample));
+    const oneSeconds = projectedSeconds(count, startRate, endRate);
+    ctx.progress(`dedupe-state: one-at-a-time replay: ${startRate.toFixed(0)} entries/s from empty, ${endRate.toFixed(0)} at ${count} (projected ${oneSeconds.atLeast.toFixed(0)}-${oneSeconds.atMost.toFixed(0)} s)`);
+
+    const projection = `not run to the end: ${sample} inserts timed on an empty index and ${sample} on one of ${count}; ${count} inserts take at least ${count} × the mean of the two per-entry times, at most ${count} × the second`;
     const details = {
       entries: count,
       tailEntries: tail,
       data: 'unit vectors in a random 16-d subspace of 384-d, Avro-decoded as from the changelog (broker fetch not included)',
-      fullReplayAllCoresSeconds: Number(f.seconds.toFixed(2)),
-      fullReplayInOrderSeconds: Number(o.seconds.toFixed(2)),
-      snapshotPlusTailSeconds: Number(s.seconds.toFixed(2)),
-      snapshotSaveSeconds: Number((saveMs / 1000).toFixed(2)),
+      snapshotPlusTailSeconds: round(s.seconds),
+      snapshotLoadSeconds: round(loadSeconds),
+      tailReplaySeconds: round(tailSeconds),
+      fullReplayAllCoresSeconds: round(fullSeconds),
+      fullReplayInOrderProjectedSeconds: inOrderSeconds,
+      fullReplayInOrderEntriesPerSecond: { empty: Math.round(sample / o.seconds), [`at${count}`]: Math.round(tail / tailSeconds) },
+      oneAtATimeProjectedSeconds: oneSeconds,
+      oneAtATimeEntriesPerSecond: { empty: Math.round(startRate), [`at${count}`]: Math.round(endRate) },
+      projection,
+      snapshotSaveSeconds: round(saveSeconds),
       snapshotMb: Math.round(snapshotBytes / 2 ** 20),
-      oneAtATimeEntriesMeasured: done,
-      oneAtATimeProjectedSeconds: Math.round(oneSeconds),
       stateMbPer1MEntries: Math.round(((indexBytes / count + heapPerEntry) * 1e6) / 2 ** 20),
       indexMbPer1MEntries: Math.round(((indexBytes / count) * 1e6) / 2 ** 20),
       jsHeapMbPer1MEntries: Math.round((heapPerEntry * 1e6) / 2 ** 20),
       rssGrowthMbPer1MEntries: Math.round((rssPerEntry * 1e6) / 2 ** 20),
     };
+    const k = `${count / 1000}k`;
     return [
-      measurement('dedupe-state', `restore ${count / 1000}k entries: snapshot + ${tail / 1000}k tail`, s.seconds, 's', { name: 'full replay, inserts on all cores', value: f.seconds }, details, 'lower'),
-      measurement('dedupe-state', `restore ${count / 1000}k entries: full replay, inserts on all cores (parallelRestore)`, f.seconds, 's', { name: 'one insert at a time on the event loop (projected)', value: oneSeconds }, details, 'lower'),
-      measurement('dedupe-state', `restore ${count / 1000}k entries: full replay in order (default)`, o.seconds, 's', { name: 'one insert at a time on the event loop (projected)', value: oneSeconds }, details, 'lower'),
+      measurement('dedupe-state', `restore ${k} entries: snapshot + ${tail / 1000}k tail (measured)`, s.seconds, 's', { name: 'full replay, inserts on all cores (measured)', value: fullSeconds }, details, 'lower'),
+      measurement('dedupe-state', `restore ${k} entries: full replay, inserts on all cores, parallelRestore (measured)`, fullSeconds, 's', { name: `one insert at a time on the event loop (projected, at least; details.projection)`, value: oneSeconds.atLeast }, details, 'lower'),
+      measurement('dedupe-state', `restore ${k} entries: full replay in order, the default (projected, at least; details.projection)`, inOrderSeconds.atLeast, 's', { name: `one insert at a time on the event loop (projected, at least)`, value: oneSeconds.atLeast }, details, 'lower'),
       measurement('dedupe-state', 'state memory per 1M entries (index vectors + graph, uuids on the JS heap; f32)', details.stateMbPer1MEntries, 'MB', undefined, details, 'lower'),
     ];
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+const round = (seconds: number) => Number(seconds.toFixed(2));
 
 function dirBytes(dir: string): number {
   return readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0);

@@ -136,6 +136,7 @@ export class IndexSnapshots {
   }
 
   private async load(manifest: string, index: SnapshotIndex): Promise<Snapshot> {
+    const started = Date.now();
     const config = index.config;
     const meta = metaSchema.parse(JSON.parse(await readFile(path.join(this.dir, manifest), 'utf8')));
     if (meta.changelog !== this.changelog) throw new Error(`taken from changelog ${meta.changelog}, not ${this.changelog}`);
@@ -147,7 +148,7 @@ export class IndexSnapshots {
     const uuids = (await readFile(path.join(this.dir, meta.files.uuids.name), 'utf8')).split('\n');
     await index.load(path.join(this.dir, meta.files.index.name), meta.dimensions);
     if (uuids.length !== meta.size || index.size !== meta.size) throw new Error(`holds ${index.size} vectors and ${uuids.length} uuids, its manifest says ${meta.size}`);
-    this.logger.info({ snapshot: path.join(this.dir, manifest), size: meta.size }, 'index snapshot loaded');
+    this.logger.info({ snapshot: path.join(this.dir, manifest), size: meta.size, ms: Date.now() - started }, 'index snapshot loaded');
     return { uuids, anchor: { offset: BigInt(meta.anchor.offset), seq: meta.anchor.seq, uuid: meta.anchor.uuid } };
   }
 }
