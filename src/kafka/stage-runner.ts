@@ -42,6 +42,9 @@ export interface StageRunnerOptions {
 
 export const DEFAULT_CIRCUIT_BREAKER: CircuitBreakerOptions = { failureThreshold: 3, coolDownMs: 5_000, maxCoolDownMs: 60_000 };
 
+/** Consumers in a row that could not join while the broker answered, before a likely refusal stops the stage. */
+const REFUSED_JOINS_BEFORE_STOP = 3;
+
 /** Commit retries back off up to this; a commit is retried for as long as the partition is ours. */
 const COMMIT_RETRY = { initialDelayMs: 200, maxDelayMs: 5_000 };
 
@@ -88,6 +91,8 @@ export class StageRunner extends EventEmitter {
   private readonly backpressured = new Set<number>();
   /** Last offset seen for partitions this runner holds no window for (control records at the start). */
   private readonly skipped = new Map<number, bigint>();
+  /** Consumers in a row given up by kafkajs on a likely refusal of the group, since the last join. */
+  private refusedJoins = 0;
   /** Reads the stage's changelog ports, for init and for catching up after each fence. */
   private readonly restorer: StateRestorer;
 
@@ -172,7 +177,10 @@ export class StageRunner extends EventEmitter {
       allowAutoTopicCreation: false,
     });
     this.consumer = consumer;
-    consumer.on(consumer.events.GROUP_JOIN, (e) => this.onAssignment(e.payload.memberAssignment));
+    consumer.on(consumer.events.GROUP_JOIN, (e) => {
+      this.refusedJoins = 0;
+      this.onAssignment(e.payload.memberAssignment);
+    });
     consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
       // Batches of control records only (transaction markers) never reach eachBatch: the position moves on.
       if (payload.topic !== input || payload.batchSize > 0) return;
@@ -184,12 +192,7 @@ export class StageRunner extends EventEmitter {
     consumer.on(consumer.events.CRASH, (e) => {
       this.log.error({ err: String(e.payload.error), restart: e.payload.restart }, 'consumer crashed');
       if (e.payload.restart || this.stopping || this.consumer !== consumer) return;
-      const err = e.payload.error;
-      // A refusal the broker stated stops the stage: an idle process would look healthy, so say it is not.
-      if (err instanceof KafkaAccessError && !isInferredRefusal(err)) return void this.emit('fatal', err);
-      // kafkajs gives a consumer up when the group's coordinator stays unreachable past its retries (a broker
-      // restarting slowly looks like this): a new consumer takes its place; the windows carry on.
-      void this.replaceConsumer(consumer, err);
+      void this.onConsumerGivenUp(consumer, e.payload.error);
     });
     await consumer.connect();
     await consumer.subscribe({ topics: [input], fromBeginning: true });
@@ -201,6 +204,32 @@ export class StageRunner extends EventEmitter {
     });
     if (this.openCircuits.size > 0) consumer.pause([{ topic: input }]);
     else if (this.backpressured.size > 0) consumer.pause([{ topic: input, partitions: [...this.backpressured] }]);
+  }
+
+  /**
+   * kafkajs gives a consumer up when the group's coordinator stays out of reach past its retries. A broker
+   * restarting slowly looks like this, and so does a group this principal may not use (kafkajs hides that
+   * refusal behind the same "coordinator not found"). A new consumer takes the crashed one's place, the windows
+   * carrying on; a refusal the broker stated, or one that persists while the broker answers, stops the stage:
+   * an idle process would look healthy, so it says it is not.
+   */
+  private async onConsumerGivenUp(crashed: Consumer, err: unknown): Promise<void> {
+    if (err instanceof KafkaAccessError) {
+      if (!isInferredRefusal(err)) return void this.emit('fatal', err);
+      this.refusedJoins++;
+      if (this.refusedJoins >= REFUSED_JOINS_BEFORE_STOP && (await this.brokerAnswers())) return void this.emit('fatal', err);
+    }
+    await this.replaceConsumer(crashed, err);
+  }
+
+  /** The cluster answers this principal's requests (so a failing coordinator lookup is no outage). */
+  private async brokerAnswers(): Promise<boolean> {
+    try {
+      await (await this.adminClient()).describeCluster();
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   private async replaceConsumer(crashed: Consumer, cause: unknown): Promise<void> {

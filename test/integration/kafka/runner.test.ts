@@ -70,7 +70,8 @@ describe('stage runner on a real broker', () => {
     const t = await setup('restart');
     const slow: Processor<Instruction, Instruction> = {
       process: async (batch: InputRecord<Instruction>[]) => {
-        await new Promise((r) => setTimeout(r, 20));
+        // Slow enough that a stop finds most of the input still to do (a window works on 8 chunks at once).
+        await new Promise((r) => setTimeout(r, 1_000));
         return batch.map((r) => ({ kind: 'emit', records: [{ value: r.value }] }));
       },
     };

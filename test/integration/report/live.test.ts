@@ -85,8 +85,12 @@ class Browser {
 
   async close(): Promise<void> {
     this.socket.close();
+    // Chromium's helper processes may still be writing the profile for a moment after the kill: wait for the
+    // browser to exit, and let rm retry on a directory that was refilled while it ran.
+    const exited = this.child.exitCode !== null || this.child.signalCode !== null ? Promise.resolve() : new Promise((r) => this.child.once('exit', r));
     this.child.kill('SIGKILL');
-    await rm(this.profile, { recursive: true, force: true });
+    await exited;
+    await rm(this.profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
   }
 }
 
