@@ -16,7 +16,7 @@ import { nearDuplicate, NearDuplicateFilter } from '../../../src/processors/near
 import type { InputRecord } from '../../../src/processors/stage.js';
 import type { Conversation, IndexEntry } from '../../../src/serde/records.generated.js';
 import { createSerde } from '../../../src/serde/serde.js';
-import { createKafka } from '../../../src/kafka/client.js';
+import { createKafka, createProducer } from '../../../src/kafka/client.js';
 import { readTopic } from '../../../src/kafka/read-topic.js';
 import { createTopologyTopics, runTopology } from '../../../src/topology/build.js';
 import { waitUntilDrained } from '../../../src/topology/drain.js';
@@ -80,7 +80,7 @@ async function prepare(name: string) {
   await readTopic(kafka, `${prefix}embedded`, (raw) => void embedded.push({ key: raw.key, value: raw.value, headers: raw.headers }));
   expect(embedded).toHaveLength(N);
   let fed = 0;
-  const producer = kafka.producer({ idempotent: true });
+  const producer = createProducer(kafka, { idempotent: true });
   await producer.connect();
   cleanups.push(() => producer.disconnect());
   const feed = async (upTo: number) => {
