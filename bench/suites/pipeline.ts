@@ -5,6 +5,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { createKafka } from '../../src/kafka/client.js';
+import { consumerLag } from '../../src/kafka/consumer-lag.js';
 import { readTopic } from '../../src/kafka/read-topic.js';
 import type { Conversation, Instruction, Rejected } from '../../src/serde/records.generated.js';
 import { createSerde } from '../../src/serde/serde.js';
@@ -182,14 +183,8 @@ async function backlog(brokers: string[], ctx: BenchContext, prefix: string, gro
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const topic = `${prefix}instructions`;
-    const ends = await admin.fetchTopicOffsets(topic);
-    const committed = (await admin.fetchOffsets({ groupId, topics: [topic] }))[0]?.partitions ?? [];
     // Transaction markers take an offset each: an estimate, good for telling a growing backlog from a flat one.
-    return ends.reduce((sum, e) => {
-      const c = Number(committed.find((p) => p.partition === e.partition)?.offset ?? -1);
-      return sum + Number(e.high) - Math.max(c, Number(e.low));
-    }, 0);
+    return [...(await consumerLag(admin, groupId, `${prefix}instructions`)).values()].reduce((a, b) => a + b, 0);
   } finally {
     await admin.disconnect();
   }

@@ -10,6 +10,33 @@ export interface TopicSpec {
   configs?: Record<string, string>;
 }
 
+/**
+ * One admin connection for a long-lived component, opened on first use and kept: a failed connect is tried
+ * again on the next use, and close() is safe whether it ever connected or not.
+ */
+export class LazyAdmin {
+  private admin: Promise<Admin> | undefined;
+
+  constructor(private readonly kafka: Kafka) {}
+
+  get(): Promise<Admin> {
+    this.admin ??= (async () => {
+      const admin = this.kafka.admin();
+      await admin.connect();
+      return admin;
+    })().catch((err: unknown) => {
+      this.admin = undefined;
+      throw err;
+    });
+    return this.admin;
+  }
+
+  async close(): Promise<void> {
+    await this.admin?.then((a) => a.disconnect()).catch(() => undefined);
+    this.admin = undefined;
+  }
+}
+
 /** Creates the topics that do not exist yet; existing ones are left as they are. Returns the names created. */
 export async function ensureTopics(kafka: Kafka, specs: TopicSpec[], logger?: Logger): Promise<string[]> {
   const admin = kafka.admin();

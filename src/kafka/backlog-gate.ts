@@ -2,6 +2,7 @@ import type { Admin } from 'kafkajs';
 import { errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { sleep } from '../core/retry.js';
+import { groupOffsets, lagOf } from './consumer-lag.js';
 
 export interface BacklogBound {
   /** The topic the source writes. */
@@ -42,15 +43,11 @@ export class BacklogGate {
     const ends = await admin.fetchTopicOffsets(this.bound.topic);
     let worst = 0;
     for (const groupId of this.bound.groups) {
-      const [offsets] = await admin.fetchOffsets({ groupId, topics: [this.bound.topic] });
-      const committed = new Map((offsets?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]));
-      if (![...committed.values()].some((c) => c >= 0n)) continue;
-      let sum = 0n;
-      for (const end of ends) {
-        const c = committed.get(end.partition) ?? -1n;
-        sum += BigInt(end.high) - (c >= 0n ? c : BigInt(end.low));
-      }
-      worst = Math.max(worst, Number(sum));
+      const committed = await groupOffsets(admin, groupId, this.bound.topic);
+      if (committed.size === 0) continue;
+      let sum = 0;
+      for (const lag of lagOf(ends, committed).values()) sum += lag;
+      worst = Math.max(worst, sum);
     }
     return worst;
   }

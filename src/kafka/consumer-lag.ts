@@ -9,18 +9,22 @@ export interface LagSubject {
   topic: string;
 }
 
+/** The offset `groupId` has committed on each partition of `topic`; partitions it never committed on are absent. */
+export async function groupOffsets(admin: Admin, groupId: string, topic: string): Promise<Map<number, bigint>> {
+  const [offsets] = await admin.fetchOffsets({ groupId, topics: [topic] });
+  return new Map((offsets?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)] as const).filter(([, offset]) => offset >= 0n));
+}
+
+/** Records of each partition not yet committed (transaction markers included), from the topic's ends and a group's offsets. */
+export function lagOf(ends: readonly { partition: number; low: string; high: string }[], committed: ReadonlyMap<number, bigint>): Map<number, number> {
+  // No commit yet: the group starts from the earliest record still in the partition.
+  return new Map(ends.map((end) => [end.partition, Number(BigInt(end.high) - (committed.get(end.partition) ?? BigInt(end.low)))]));
+}
+
 /** Records of `topic` not yet committed by `groupId`, per partition (transaction markers included). */
 export async function consumerLag(admin: Admin, groupId: string, topic: string): Promise<Map<number, number>> {
-  const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
-  const done = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]));
-  const lag = new Map<number, number>();
-  for (const end of ends) {
-    const high = BigInt(end.high);
-    const from = done.get(end.partition) ?? -1n;
-    // No commit yet (-1): the group starts from the earliest record still in the partition.
-    lag.set(end.partition, Number(high - (from < 0n ? BigInt(end.low) : from)));
-  }
-  return lag;
+  const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topic), groupOffsets(admin, groupId, topic)]);
+  return lagOf(ends, committed);
 }
 
 /**

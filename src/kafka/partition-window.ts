@@ -28,7 +28,7 @@ export interface WindowHooks {
 }
 
 /** Chunks a window holds in all (processing or finished and waiting to commit in order), per chunk it processes. */
-const HELD_PER_SLOT = 4;
+export const HELD_PER_SLOT = 4;
 
 interface Chunk {
   raws: RawRecord[];
@@ -70,11 +70,6 @@ export class PartitionWindow {
     this.expected = committedNext;
     this.committedNext = committedNext;
     this.fetchedThrough = committedNext - 1n;
-  }
-
-  /** Records a window takes before it pauses its partition: its chunks held, and a full buffer. */
-  static capacity(size: number, batchSize: number): number {
-    return (size * HELD_PER_SLOT + size) * batchSize;
   }
 
   /** Nothing buffered, in flight or waiting to commit. */

@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter, setMaxListeners } from 'node:events';
-import type { Admin, Kafka } from 'kafkajs';
+import type { Kafka } from 'kafkajs';
 import { errorCode, errorMessage, isRetryable } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
 import { backoffDelay, sleep } from '../core/retry.js';
 import type { Source, StageContext } from '../processors/stage.js';
 import type { RecordSerde } from '../serde/serde.js';
-import { fetchMessageLimits } from './admin.js';
+import { fetchMessageLimits, LazyAdmin } from './admin.js';
 import { BacklogGate, type BacklogBound } from './backlog-gate.js';
 import { AtLeastOnceCommitter, TransactionalCommitter, type Committer } from './committer.js';
 import { portRestorer } from './restore.js';
@@ -66,7 +66,7 @@ export class SourceRunner extends EventEmitter {
   /** Another instance of an exclusive source fenced this one: it stops producing. */
   private takenOver = false;
   readonly totals = { out: 0, rejected: 0 };
-  private admin: Promise<Admin> | undefined;
+  private readonly admin: LazyAdmin;
   private readonly gate: BacklogGate | undefined;
 
   constructor(
@@ -76,32 +76,17 @@ export class SourceRunner extends EventEmitter {
     super();
     this.log = options.logger.child({ stage: options.target.name });
     this.writer = source.exclusive ? 'exclusive' : randomUUID();
-    this.gate = options.backlog && options.backlog.max > 0 && options.backlog.groups.length > 0 ? new BacklogGate(() => this.adminClient(), options.backlog, this.log) : undefined;
-  }
-
-  private adminClient(): Promise<Admin> {
-    this.admin ??= (async () => {
-      const admin = this.options.kafka.admin();
-      await admin.connect();
-      return admin;
-    })().catch((err: unknown) => {
-      this.admin = undefined;
-      throw err;
-    });
-    return this.admin;
+    this.admin = new LazyAdmin(options.kafka);
+    this.gate = options.backlog && options.backlog.max > 0 && options.backlog.groups.length > 0 ? new BacklogGate(() => this.admin.get(), options.backlog, this.log) : undefined;
   }
 
   async start(): Promise<void> {
     // Every request in flight listens on the stop signal; many are expected, not a leak.
     setMaxListeners(0, this.abort.signal);
     const { kafka, exactlyOnce, target } = this.options;
-    const admin = kafka.admin();
-    await admin.connect();
-    try {
-      target.messageLimits = { ...target.messageLimits, ...(await fetchMessageLimits(admin, [...Object.values(target.ports), target.rejects])) };
-    } finally {
-      await admin.disconnect();
-    }
+    target.messageLimits = { ...target.messageLimits, ...(await fetchMessageLimits(await this.admin.get(), [...Object.values(target.ports), target.rejects])) };
+    // Only the backlog bound reads the broker while the source runs.
+    if (!this.gate) await this.admin.close();
     const limitOf = (topic: string) => messageLimit(target, topic);
     this.committer = this.options.committer ?? (exactlyOnce
       ? new TransactionalCommitter(kafka, this.options.transactionalIdPrefix, this.log, { limitOf, transactionTimeoutMs: this.options.transactionTimeoutMs ?? 30_000 })
@@ -197,7 +182,7 @@ export class SourceRunner extends EventEmitter {
     await this.loop;
     await this.source.close?.();
     await this.committer?.close();
-    await this.admin?.then((a) => a.disconnect()).catch(() => undefined);
+    await this.admin.close();
     this.log.info('source stopped');
   }
 }

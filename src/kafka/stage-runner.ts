@@ -7,7 +7,8 @@ import type { StageMetrics } from '../core/metrics.js';
 import { backoffDelay, sleep } from '../core/retry.js';
 import type { Processor, StageContext, StateRestorer } from '../processors/stage.js';
 import type { RecordSerde } from '../serde/serde.js';
-import { fetchMessageLimits } from './admin.js';
+import { fetchMessageLimits, LazyAdmin } from './admin.js';
+import { groupOffsets } from './consumer-lag.js';
 import { isInferredRefusal, KafkaAccessError } from './auth-errors.js';
 import { AtLeastOnceCommitter, TransactionalCommitter, type Committer } from './committer.js';
 import { PartitionWindow, type CommitGroup, type CommitResult } from './partition-window.js';
@@ -73,7 +74,7 @@ export interface BatchCommittedEvent {
  */
 export class StageRunner extends EventEmitter {
   private consumer: Consumer | undefined;
-  private admin: Promise<Admin> | undefined;
+  private readonly admin: LazyAdmin;
   private readonly committer: Committer;
   /** The head stage first, then its followers. */
   private readonly links: ChainLink[];
@@ -102,6 +103,7 @@ export class StageRunner extends EventEmitter {
   ) {
     super();
     this.log = options.logger.child({ stage: options.target.name });
+    this.admin = new LazyAdmin(options.kafka);
     this.restorer = portRestorer(options.kafka, options.serde, options.target, this.log);
     // The limits are read from the broker at start (into target.messageLimits, shared by the chain's stages).
     const limitOf = (topic: string) => messageLimit(options.target, topic);
@@ -133,26 +135,13 @@ export class StageRunner extends EventEmitter {
     return this.options.groupId;
   }
 
-  private adminClient(): Promise<Admin> {
-    this.admin ??= (async () => {
-      const admin = this.options.kafka.admin();
-      await admin.connect();
-      return admin;
-    })().catch((err: unknown) => {
-      this.admin = undefined;
-      throw err;
-    });
-    return this.admin;
-  }
-
-
   async start(): Promise<void> {
     const { groupId, input, target } = this.options;
     // The broker's own size limits of every output topic: sends are split to fit, larger records dead-lettered.
     // A chained stage's 'out' goes to the next stage in memory: that topic is not written (nor granted, magpie acls).
     const written = (l: ChainLink, k: number) => Object.entries(l.target.ports).filter(([port]) => port !== 'out' || k === this.links.length - 1).map(([, topic]) => topic);
     const outputs = this.links.flatMap((l, k) => [...written(l, k), l.target.rejects, l.target.deadLetter]);
-    const limits = { ...target.messageLimits, ...(await fetchMessageLimits(await this.adminClient(), outputs)) };
+    const limits = { ...target.messageLimits, ...(await fetchMessageLimits(await this.admin.get(), outputs)) };
     for (const link of this.links) link.target.messageLimits = limits;
     await this.processor.init?.(this.context(this.log, this.abort.signal), this.restorer);
     for (const f of this.options.followers ?? []) {
@@ -225,7 +214,7 @@ export class StageRunner extends EventEmitter {
   /** The cluster answers this principal's requests (so a failing coordinator lookup is no outage). */
   private async brokerAnswers(): Promise<boolean> {
     try {
-      await (await this.adminClient()).describeCluster();
+      await (await this.admin.get()).describeCluster();
       return true;
     } catch {
       return false;
@@ -295,8 +284,7 @@ export class StageRunner extends EventEmitter {
 
   /** The group's committed offset of a partition (-1: none). */
   private async committedOffset(partition: number): Promise<bigint> {
-    const [offsets] = await (await this.adminClient()).fetchOffsets({ groupId: this.options.groupId, topics: [this.options.input] });
-    return BigInt(offsets?.partitions.find((p) => p.partition === partition)?.offset ?? '-1');
+    return (await this.committedOffsets(await this.admin.get())).get(partition) ?? -1n;
   }
 
   /**
@@ -473,10 +461,9 @@ export class StageRunner extends EventEmitter {
     return true;
   }
 
-  /** Committed offsets of the group, for caughtUp. */
-  async committedOffsets(admin: Admin): Promise<Map<number, bigint>> {
-    const [offsets] = await admin.fetchOffsets({ groupId: this.options.groupId, topics: [this.options.input] });
-    return new Map((offsets?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)]));
+  /** Committed offsets of the group (partitions never committed are absent), for caughtUp. */
+  committedOffsets(admin: Admin): Promise<Map<number, bigint>> {
+    return groupOffsets(admin, this.options.groupId, this.options.input);
   }
 
   /** Chunks in flight across partitions. */
@@ -505,7 +492,7 @@ export class StageRunner extends EventEmitter {
       for (const w of windows) w.close('stage stopping');
       for (const link of this.links) link.breaker?.dispose();
       await this.consumer?.disconnect().catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'consumer disconnect failed'));
-      await this.admin?.then((a) => a.disconnect()).catch(() => undefined);
+      await this.admin.close();
       await this.committer.close();
       for (const p of this.processors) await p.close?.();
       this.log.info('stage stopped');

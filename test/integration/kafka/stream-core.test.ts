@@ -8,6 +8,7 @@ import { MagpieError } from '../../../src/core/errors.js';
 import { StageMetrics } from '../../../src/core/metrics.js';
 import { ensureTopics } from '../../../src/kafka/admin.js';
 import { createKafka } from '../../../src/kafka/client.js';
+import { consumerLag } from '../../../src/kafka/consumer-lag.js';
 import { TransactionalCommitter, type CommitRequest, type Committer } from '../../../src/kafka/committer.js';
 import { StageRunner } from '../../../src/kafka/stage-runner.js';
 import type { InputRecord, Processor } from '../../../src/processors/stage.js';
@@ -216,11 +217,7 @@ describe('stream core under real failures', () => {
     // The reader's backlog as the broker sees it: offsets not committed by its group (transaction markers count).
     const admin = kafka.admin();
     await admin.connect();
-    const backlog = async () => {
-      const ends = await admin.fetchTopicOffsets(instructionsTopic);
-      const [committed] = await admin.fetchOffsets({ groupId: reader!.groupId, topics: [instructionsTopic] });
-      return ends.reduce((sum, e) => sum + Number(e.high) - Math.max(0, Number(committed!.partitions.find((p) => p.partition === e.partition)!.offset)), 0);
-    };
+    const backlog = async () => [...(await consumerLag(admin, reader!.groupId, instructionsTopic)).values()].reduce((a, b) => a + b, 0);
     try {
       // Source and reader in separate runs, as separate processes would be.
       const sourceRun = track(await runTopology(topology, logger, { stages: ['instructions'] }));

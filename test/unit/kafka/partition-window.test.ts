@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { PartitionWindow, type CommitGroup, type CommitResult, type WindowHooks } from '../../../src/kafka/partition-window.js';
+import { HELD_PER_SLOT, PartitionWindow, type CommitGroup, type CommitResult, type WindowHooks } from '../../../src/kafka/partition-window.js';
 import type { RawRecord, RoutedBatch } from '../../../src/kafka/route.js';
 
 const raw = (offset: number): RawRecord => ({ topic: 'in', partition: 0, offset: String(offset), key: null, value: Buffer.from(String(offset)), headers: {}, timestamp: '0' });
@@ -65,7 +65,7 @@ describe('PartitionWindow', () => {
       h.finish(h.routing[i]!);
       await settle();
     }
-    const held = PartitionWindow.capacity(size, 1) - size;
+    const held = size * HELD_PER_SLOT;
     // The window kept `size` chunks working until it held its bound in all, then stopped starting more.
     expect(h.routing).toHaveLength(held);
     expect(w.inFlight).toBe(held);
