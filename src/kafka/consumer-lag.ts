@@ -2,6 +2,7 @@ import type { Admin, Kafka } from 'kafkajs';
 import { errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { StageMetrics } from '../core/metrics.js';
+import { readStableOffsets } from './stable-offsets.js';
 
 export interface LagSubject {
   stage: string;
@@ -9,9 +10,12 @@ export interface LagSubject {
   topic: string;
 }
 
-/** The offset `groupId` has committed on each partition of `topic`; partitions it never committed on are absent. */
+/**
+ * The offset `groupId` has committed on each partition of `topic`; partitions it never committed on are absent.
+ * Stable: an offset a transaction is still committing is waited for, never answered with the one before it.
+ */
 export async function groupOffsets(admin: Admin, groupId: string, topic: string): Promise<Map<number, bigint>> {
-  const [offsets] = await admin.fetchOffsets({ groupId, topics: [topic] });
+  const [offsets] = await readStableOffsets(() => admin.fetchOffsets({ groupId, topics: [topic] }));
   return new Map((offsets?.partitions ?? []).map((p) => [p.partition, BigInt(p.offset)] as const).filter(([, offset]) => offset >= 0n));
 }
 

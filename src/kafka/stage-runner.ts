@@ -408,13 +408,7 @@ export class StageRunner extends EventEmitter {
         const delay = backoffDelay(Math.min(attempt, 16), COMMIT_RETRY);
         log.warn({ err: errorMessage(err), from: group.first.toString(), to: group.next.toString(), attempt, delayMs: delay }, 'commit failed; outputs kept, checking the partition before writing them again');
         await sleep(delay, this.abort.signal);
-        let committed: bigint;
-        try {
-          committed = this.options.exactlyOnce ? await this.fenceIn(window.partition) : await this.committedOffset(window.partition);
-        } catch (fenceErr) {
-          log.warn({ err: errorMessage(fenceErr) }, 'cannot fence in the partition yet');
-          continue;
-        }
+        const committed = await this.settledPosition(window, log);
         if (committed >= group.next) {
           log.info({ committed: committed.toString() }, 'chunk found committed already; not written again');
           return { kind: 'already' };
@@ -423,6 +417,24 @@ export class StageRunner extends EventEmitter {
           log.warn({ committed: committed.toString(), expected: group.first.toString() }, 'another owner moved the partition on; dropping the window and fetching again from the committed offset');
           return { kind: 'reset', offset: committed };
         }
+      }
+    }
+  }
+
+  /**
+   * After a commit whose outcome is unknown (its answer may have been lost with a broker): fences in and reads
+   * the partition's committed offset, as often as it takes. Nothing is sent again before this has an answer: the
+   * failed transaction may have committed, and only the settled offset (stable-offsets.ts) tells.
+   */
+  private async settledPosition(window: PartitionWindow, log: Logger): Promise<bigint> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return this.options.exactlyOnce ? await this.fenceIn(window.partition) : await this.committedOffset(window.partition);
+      } catch (err) {
+        if (this.abort.signal.aborted || this.windows.get(window.partition) !== window) throw err;
+        const delay = backoffDelay(Math.min(attempt, 16), COMMIT_RETRY);
+        log.warn({ err: errorMessage(err), attempt, delayMs: delay }, 'cannot fence in the partition yet; retrying before writing anything again');
+        await sleep(delay, this.abort.signal);
       }
     }
   }

@@ -132,9 +132,18 @@ export class RecordingCommitter implements Committer {
     this.plan.push(...plan);
   }
 
+  private fencePlan: unknown[] = [];
+
+  /** The next fences, in order: null succeeds, anything else is thrown. */
+  failFences(...plan: unknown[]): void {
+    this.fencePlan.push(...plan);
+  }
+
   async fence(writer: string): Promise<void> {
     this.fences.push(writer);
     this.calls.push(`fence ${writer}`);
+    const failure = this.fencePlan.shift();
+    if (failure !== undefined && failure !== null) throw failure;
   }
   async commit(req: CommitRequest, commitOffsets: (position: InputPosition) => Promise<void>): Promise<void> {
     this.calls.push(`commit ${req.writer}`);

@@ -189,6 +189,27 @@ describe('StageRunner', () => {
     expect(keysOf(committer.commits[0]!.byTopic.get('copy.out'))).toEqual(['k0', 'k1']);
   });
 
+  it('after a commit whose answer was lost, writes nothing again until it has fenced in and read the partition: a commit that went through is not repeated', async () => {
+    const processor = new ScriptedProcessor(true);
+    const { consumer, committer, admin } = await started(processor);
+    await deliver(consumer, [0, 1]);
+    await until(() => processor.calls.length === 1, 'the chunk is processing');
+    // The transaction commits on the broker, but its answer is lost with the broker; fencing in fails once.
+    admin.committed.set(0, '2');
+    committer.failCommits(new Error('connection to the coordinator closed'));
+    committer.failFences(new Error('coordinator not available'));
+    processor.release(0);
+    await until(() => committer.calls.length === 4, 'fenced in again after the failed fence', 3_000);
+    await settle();
+    expect(committer.calls).toEqual(['fence in-0', 'commit in-0', 'fence in-0', 'fence in-0']);
+    expect(committer.commits).toHaveLength(0);
+    await deliver(consumer, [2, 3]);
+    processor.release(2);
+    await until(() => committer.commits.length === 1, 'the next chunk commits');
+    expect(committer.commits[0]!.input?.nextOffset).toBe('4');
+    expect(keysOf(committer.commits[0]!.byTopic.get('copy.out'))).toEqual(['k2', 'k3']);
+  });
+
   it('replaces a consumer kafkajs gave up on (coordinator unreachable past its retries): chunks in flight go on, re-deliveries are skipped', async () => {
     const processor = new ScriptedProcessor(true);
     const { runner, consumer, consumers, committer } = await started(processor);
