@@ -41,7 +41,7 @@ export function createProducer(kafka: Kafka, options: { idempotent?: boolean; tr
   return kafka.producer(config);
 }
 
-const ROUTINE_RETRIES = /another concurrent operation on the same transaction|coordinator is loading|group coordinator is not available/i;
+const ROUTINE_RETRIES = /another concurrent operation on the same transaction|coordinator is loading|group coordinator is not available|unstable offsets that need to be cleared/i;
 
 /** Translates the topology's kafka block into a kafkajs client that logs through pino. */
 export function createKafka(config: KafkaConfig, logger: Logger): Kafka {
@@ -57,7 +57,8 @@ export function createKafka(config: KafkaConfig, logger: Logger): Kafka {
     logLevel: logLevel.WARN,
     logCreator: () => ({ level, log }) => {
       const { message, timestamp: _t, logger: _l, ...extra } = log as unknown as Record<string, unknown>;
-      // Answers kafkajs retries by design (back-to-back transactions, a coordinator loading after a start) are
+      // Answers retried by design (back-to-back transactions, a coordinator loading after a start, offsets a
+      // transaction is still settling: stable-offsets.ts) are
       // not worth a warning to a person watching the feed.
       const routine = ROUTINE_RETRIES.test(`${String(message)} ${String(extra['error'] ?? '')}`);
       kafkaLogger[routine ? 'debug' : (LEVELS[level] ?? 'info')](extra, String(message));
