@@ -58,8 +58,7 @@ export function createKafka(config: KafkaConfig, logger: Logger): Kafka {
     logCreator: () => ({ level, log }) => {
       const { message, timestamp: _t, logger: _l, ...extra } = log as unknown as Record<string, unknown>;
       // Answers retried by design (back-to-back transactions, a coordinator loading after a start, offsets a
-      // transaction is still settling: stable-offsets.ts) are
-      // not worth a warning to a person watching the feed.
+      // transaction is still settling: stable-offsets.ts) are not worth a warning to a person watching the feed.
       const routine = ROUTINE_RETRIES.test(`${String(message)} ${String(extra['error'] ?? '')}`);
       kafkaLogger[routine ? 'debug' : (LEVELS[level] ?? 'info')](extra, String(message));
     },
