@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Kafka } from 'kafkajs';
 import { MagpieError } from '../core/errors.js';
 import { withRetry } from '../core/retry.js';
+import { groupOffsets } from './consumer-lag.js';
 import { headersToStrings, type RawRecord } from './route.js';
 
 /** Consumer groups of readers without a group of their own start with this (ACLs grant them by prefix). */
@@ -47,11 +48,10 @@ export async function partitionRanges(kafka: Kafka, topic: string, groupId?: str
       attempts: 20, initialDelayMs: 100, maxDelayMs: 2_000,
       shouldRetry: (err) => (err as { retriable?: boolean }).retriable === true,
     });
-    const committed = groupId ? (await admin.fetchOffsets({ groupId, topics: [topic] }))[0]?.partitions ?? [] : [];
+    const committed = groupId ? await groupOffsets(admin, groupId, topic) : new Map<number, bigint>();
     return ends.map((o) => {
       const low = BigInt(o.low);
-      const mine = committed.find((c) => c.partition === o.partition);
-      const position = mine && BigInt(mine.offset) >= 0n ? BigInt(mine.offset) : low;
+      const position = committed.get(o.partition) ?? low;
       return { partition: o.partition, start: position > low ? position : low, end: BigInt(o.high) };
     });
   } finally {
