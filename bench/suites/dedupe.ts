@@ -6,16 +6,26 @@ import { DEFAULT_DUPLICATE_THRESHOLD, NearDuplicateFilter, nearDuplicate } from 
 import type { InputRecord, StageContext } from '../../src/processors/stage.js';
 import type { Conversation } from '../../src/serde/records.generated.js';
 import { makeConversation } from '../../test/support/records.js';
-import { measurement, randomUnitVectors, type BenchContext, type Measurement, type Suite } from '../lib/harness.js';
+import { measurement, randomUnitVectors, subspaceUnitVectors, type BenchContext, type Measurement, type Suite } from '../lib/harness.js';
 
 const DIMENSIONS = 384;
 /** Share of records that are a light rewording (cosine distance ≈ 0.04) of an earlier one. */
 const DUPLICATE_SHARE = 0.2;
 const BATCH = 100;
 
-/** Random unit vectors with planted near-duplicates; `copyOf[i]` is the earlier record i rewords, or -1. */
-function dataset(count: number): { vectors: Float32Array; copyOf: Int32Array } {
-  const vectors = randomUnitVectors(count, DIMENSIONS, 5);
+/** Unit vectors of 384 dimensions as the stage meets them. */
+interface Kind {
+  label: string;
+  vectors: (count: number, seed: number) => Float32Array;
+}
+/** Uniformly random directions: the worst case for HNSW (no neighbourhood structure to exploit). */
+const UNIFORM: Kind = { label: 'uniformly random 384-d vectors', vectors: (n, seed) => randomUnitVectors(n, DIMENSIONS, seed) };
+/** Sentence embeddings have a low intrinsic dimension; the neighbour benchmarks use the same model of them. */
+const SUBSPACE: Kind = { label: 'vectors in a random 16-d subspace (like sentence embeddings)', vectors: (n, seed) => subspaceUnitVectors(n, DIMENSIONS, 16, seed) };
+
+/** Unit vectors with planted near-duplicates; `copyOf[i]` is the earlier record i rewords, or -1. */
+function dataset(kind: Kind, count: number): { vectors: Float32Array; copyOf: Int32Array } {
+  const vectors = kind.vectors(count, 5);
   const noise = randomUnitVectors(count, DIMENSIONS, 6);
   const copyOf = new Int32Array(count).fill(-1);
   let seed = 12345;
@@ -36,37 +46,91 @@ function dataset(count: number): { vectors: Float32Array; copyOf: Int32Array } {
   return { vectors, copyOf };
 }
 
+/** The stage's processor on batches, as the runner calls it (no Kafka): which records it marks duplicate, and its rate. */
+async function streaming(ctx: BenchContext, vectors: Float32Array, count: number): Promise<{ duplicate: Uint8Array; rate: number; delay: ReturnType<typeof monitorEventLoopDelay> }> {
+  const records: InputRecord<Conversation>[] = Array.from({ length: count }, (_, i) => ({
+    value: { ...makeConversation(i), embedding: Array.from(vectors.subarray(i * DIMENSIONS, (i + 1) * DIMENSIONS)), embedding_model: 'bench' },
+    key: null, headers: {}, topic: 'bench', partition: 0, offset: String(i), timestamp: '0',
+  }));
+  const stage = new NearDuplicateFilter(nearDuplicate.config.parse({}));
+  const stageCtx = { logger: ctx.logger, signal: new AbortController().signal, heartbeat: async () => undefined } satisfies StageContext;
+  // How long other work in the process (heartbeats, other stages) waits for the event loop meanwhile.
+  const delay = monitorEventLoopDelay({ resolution: 5 });
+  delay.enable();
+  const t = performance.now();
+  const duplicate = new Uint8Array(count);
+  for (let start = 0; start < count; start += BATCH) {
+    const outcomes = await stage.process(records.slice(start, start + BATCH), stageCtx);
+    outcomes.forEach((o, j) => {
+      if (o.kind === 'emit' && (o.records[0]!.value as Conversation).is_duplicate) duplicate[start + j] = 1;
+    });
+  }
+  const rate = (count * 1000) / (performance.now() - t);
+  delay.disable();
+  await stage.close();
+  return { duplicate, rate, delay };
+}
+
+/**
+ * Magpie's offline pass: every vector against all others at once, exact, all cores. A record is a duplicate when
+ * an earlier record lies within the threshold, the stage's rule, so the two can be compared.
+ */
+function exactBatchJob(vectors: Float32Array, count: number): { duplicate: Uint8Array; rate: number } {
+  const t = performance.now();
+  const exact = exactSearch(vectors, vectors, DIMENSIONS, 8, MetricKind.Cos, availableParallelism());
+  const duplicate = new Uint8Array(count);
+  if ('counts' in exact) {
+    for (let i = 0; i < count; i++) {
+      for (let j = 0; j < 8; j++) {
+        const key = Number(exact.keys[i * 8 + j]);
+        if (key < i && exact.distances[i * 8 + j]! <= DEFAULT_DUPLICATE_THRESHOLD) duplicate[i] = 1;
+      }
+    }
+  }
+  return { duplicate, rate: (count * 1000) / (performance.now() - t) };
+}
+
+async function compare(ctx: BenchContext, kind: Kind, count: number): Promise<{ measurement: Measurement; delay: ReturnType<typeof monitorEventLoopDelay>; vectors: Float32Array }> {
+  const { vectors, copyOf } = dataset(kind, count);
+  const planted = copyOf.filter((c) => c >= 0).length;
+  const stream = await streaming(ctx, vectors, count);
+  const batch = exactBatchJob(vectors, count);
+  const caught = (flags: Uint8Array) => copyOf.reduce((n, c, i) => n + (c >= 0 && flags[i] ? 1 : 0), 0) / planted;
+  const agree = stream.duplicate.reduce((n, f, i) => n + (f === batch.duplicate[i] ? 1 : 0), 0) / count;
+  const k = `${count / 1000}k`;
+  ctx.progress(`dedupe ${k}, ${kind.label}: stream ${stream.rate.toFixed(0)} records/s, batch ${batch.rate.toFixed(0)} records/s; planted duplicates caught ${caught(stream.duplicate).toFixed(3)} vs ${caught(batch.duplicate).toFixed(3)}; decisions agree ${agree.toFixed(4)}`);
+  return {
+    measurement: measurement('dedupe', `near-duplicate stage (streaming HNSW), ${k} records, ${kind.label}`, stream.rate, 'records/s', { name: `exact batch job (${availableParallelism()} threads)`, value: batch.rate }, {
+      records: count,
+      plantedDuplicates: planted,
+      caughtByStage: Number(caught(stream.duplicate).toFixed(4)),
+      caughtByBatch: Number(caught(batch.duplicate).toFixed(4)),
+      decisionsAgree: Number(agree.toFixed(4)),
+      threshold: DEFAULT_DUPLICATE_THRESHOLD,
+    }),
+    delay: stream.delay,
+    vectors,
+  };
+}
+
 export const dedupeSuite: Suite = {
   name: 'dedupe',
-  description: 'the same near-duplicate pass two ways: the streaming near-duplicate stage (HNSW, arrival order) vs a single-process exact batch job',
+  description: 'the same near-duplicate pass two ways: the streaming near-duplicate stage (HNSW, arrival order) vs a single-process exact batch job, at growing sizes',
   async run(ctx: BenchContext): Promise<Measurement[]> {
-    const count = ctx.quick ? 3_000 : 10_000;
-    const { vectors, copyOf } = dataset(count);
-    const planted = copyOf.filter((c) => c >= 0).length;
-    const records: InputRecord<Conversation>[] = Array.from({ length: count }, (_, i) => ({
-      value: { ...makeConversation(i), embedding: Array.from(vectors.subarray(i * DIMENSIONS, (i + 1) * DIMENSIONS)), embedding_model: 'bench' },
-      key: null, headers: {}, topic: 'bench', partition: 0, offset: String(i), timestamp: '0',
-    }));
-
-    // Streaming: the stage's processor on batches, as the runner would call it (no Kafka).
-    const stage = new NearDuplicateFilter(nearDuplicate.config.parse({}));
-    const stageCtx = { logger: ctx.logger, signal: new AbortController().signal, heartbeat: async () => undefined } satisfies StageContext;
-    // How long other work in the process (heartbeats, other stages) waits for the event loop meanwhile.
-    const stageDelay = monitorEventLoopDelay({ resolution: 5 });
-    stageDelay.enable();
-    let t = performance.now();
-    const streamDuplicate = new Uint8Array(count);
-    for (let start = 0; start < count; start += BATCH) {
-      const outcomes = await stage.process(records.slice(start, start + BATCH), stageCtx);
-      outcomes.forEach((o, j) => {
-        if (o.kind === 'emit' && (o.records[0]!.value as Conversation).is_duplicate) streamDuplicate[start + j] = 1;
-      });
+    // The exact job's work grows with the square of the records, the stage's about linearly: the ratio depends on
+    // the size, so it is measured at more than one, and on vectors with and without neighbourhood structure.
+    const cases: [Kind, number][] = ctx.quick ? [[UNIFORM, 3_000]] : [[UNIFORM, 10_000], [SUBSPACE, 10_000], [SUBSPACE, 30_000]];
+    const out: Measurement[] = [];
+    let first: Awaited<ReturnType<typeof compare>> | undefined;
+    for (const [kind, count] of cases) {
+      const c = await compare(ctx, kind, count);
+      first ??= c;
+      out.push(c.measurement);
     }
-    const streamRate = (count * 1000) / (performance.now() - t);
-    stageDelay.disable();
-    await stage.close();
 
     // The same searches and inserts on the event loop, one record at a time (the stage before its worker thread).
+    const { vectors } = first!;
+    const count = Number(first!.measurement.details!['records']);
     const inThreadDelay = monitorEventLoopDelay({ resolution: 5 });
     inThreadDelay.enable();
     const inThread = new NeighborIndex(DIMENSIONS);
@@ -80,39 +144,13 @@ export const dedupeSuite: Suite = {
     }
     inThreadDelay.disable();
     const p99 = (h: ReturnType<typeof monitorEventLoopDelay>) => h.percentile(99) / 1e6;
-
-    // Batch job: every vector against all others at once, exact, all cores (Magpie's offline pass). A record is a
-    // duplicate when an earlier record lies within the threshold, the stage's rule, so the two can be compared.
-    t = performance.now();
-    const exact = exactSearch(vectors, vectors, DIMENSIONS, 8, MetricKind.Cos, availableParallelism());
-    const batchDuplicate = new Uint8Array(count);
-    if ('counts' in exact) {
-      for (let i = 0; i < count; i++) {
-        for (let j = 0; j < 8; j++) {
-          const key = Number(exact.keys[i * 8 + j]);
-          if (key < i && exact.distances[i * 8 + j]! <= DEFAULT_DUPLICATE_THRESHOLD) batchDuplicate[i] = 1;
-        }
-      }
-    }
-    const batchRate = (count * 1000) / (performance.now() - t);
-
-    const caught = (flags: Uint8Array) => copyOf.reduce((n, c, i) => n + (c >= 0 && flags[i] ? 1 : 0), 0) / planted;
-    const agree = streamDuplicate.reduce((n, f, i) => n + (f === batchDuplicate[i] ? 1 : 0), 0) / count;
-    ctx.progress(`dedupe ${count}: event-loop delay p99 ${p99(stageDelay).toFixed(1)} ms with the index in its worker vs ${p99(inThreadDelay).toFixed(1)} ms on the event loop`);
-    ctx.progress(`dedupe ${count}: stream ${streamRate.toFixed(0)} records/s, batch ${batchRate.toFixed(0)} records/s; planted duplicates caught ${caught(streamDuplicate).toFixed(3)} vs ${caught(batchDuplicate).toFixed(3)}; decisions agree ${agree.toFixed(4)}`);
-    return [
-      measurement('dedupe', `near-duplicate stage (streaming HNSW), ${count / 1000}k records`, streamRate, 'records/s', { name: `exact batch job (${availableParallelism()} threads)`, value: batchRate }, {
-        records: count,
-        plantedDuplicates: planted,
-        caughtByStage: Number(caught(streamDuplicate).toFixed(4)),
-        caughtByBatch: Number(caught(batchDuplicate).toFixed(4)),
-        decisionsAgree: Number(agree.toFixed(4)),
-        threshold: DEFAULT_DUPLICATE_THRESHOLD,
-      }),
-      measurement('dedupe', `event-loop delay p99 while the stage works, ${count / 1000}k records`, p99(stageDelay), 'ms', { name: 'the same HNSW work on the event loop', value: p99(inThreadDelay) }, {
-        maxMs: Number((stageDelay.max / 1e6).toFixed(1)),
+    ctx.progress(`dedupe ${count}: event-loop delay p99 ${p99(first!.delay).toFixed(1)} ms with the index in its worker vs ${p99(inThreadDelay).toFixed(1)} ms on the event loop`);
+    out.push(
+      measurement('dedupe', `event-loop delay p99 while the stage works, ${count / 1000}k records`, p99(first!.delay), 'ms', { name: 'the same HNSW work on the event loop', value: p99(inThreadDelay) }, {
+        maxMs: Number((first!.delay.max / 1e6).toFixed(1)),
         onEventLoopMaxMs: Number((inThreadDelay.max / 1e6).toFixed(1)),
       }, 'lower'),
-    ];
+    );
+    return out;
   },
 };
