@@ -14,49 +14,28 @@ import { createEmbedder } from '../../../src/embedding/transformers.js';
 import { portRestorer } from '../../../src/kafka/restore.js';
 import { nearDuplicate, NearDuplicateFilter } from '../../../src/processors/near-duplicate.js';
 import type { InputRecord } from '../../../src/processors/stage.js';
-import type { Conversation, IndexEntry } from '../../../src/serde/records.generated.js';
+import type { Conversation } from '../../../src/serde/records.generated.js';
 import { createSerde } from '../../../src/serde/serde.js';
 import { createKafka, createProducer } from '../../../src/kafka/client.js';
-import { readTopic } from '../../../src/kafka/read-topic.js';
 import { createTopologyTopics, runTopology } from '../../../src/topology/build.js';
 import { waitUntilDrained } from '../../../src/topology/drain.js';
 import { loadTopologyFile, type Topology } from '../../../src/topology/load.js';
 import { uniquePrefix } from '../../support/broker.js';
+import { changelogSeqs, conversations, decisionOf, DEDUPE_N, DEDUPE_TOPOLOGY, dedupeReference, restoreFailures, TOPICS } from '../../support/dedupe.js';
 import { SinkTail } from '../../support/faults/sink.js';
 import { StageProcess } from '../../support/faults/stage-process.js';
-import { makeConversation, produceRecords, readAll } from '../../support/records.js';
+import { makeConversation, readAll } from '../../support/records.js';
 import { topologyTestContext } from '../../support/topology-run.js';
 
 const { logger, bootstrap, track } = topologyTestContext();
 const serde = createSerde();
-const FILE = 'topologies/test/dedupe-state.yaml';
-const N = 400;
+const FILE = DEDUPE_TOPOLOGY;
+const N = DEDUPE_N;
 const cleanups: (() => Promise<unknown> | void)[] = [];
 
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
-
-const TOPICS = [
-  'reversing a linked list in Python', 'the ocean at night', 'the health benefits of green tea', 'TCP versus UDP',
-  'vegetarian lasagna', 'the Mona Lisa', 'improving sleep quality', 'the causes of the French Revolution',
-  'black holes', 'sourdough bread', 'filing tax returns', 'chess openings', 'SQL joins', 'marathon training',
-  'French verb conjugation', 'photosynthesis', 'the stock market', 'learning the guitar', 'climate change', 'Roman history',
-];
-const ASKS = ['Explain', 'Write a short poem about', 'Give me three tips on', 'What is the history of', 'Summarize'];
-const VARIANTS = ['', ' please', ' for a beginner', ' briefly', ' in detail'];
-
-/** 100 distinct instructions, then 300 repeats of them, exact or lightly reworded, in a fixed order. */
-function conversations(): Conversation[] {
-  return Array.from({ length: N }, (_, i) => {
-    const j = i < 100 ? i : (i * 37) % 100;
-    const text = `${ASKS[Math.floor(j / TOPICS.length)]} ${TOPICS[j % TOPICS.length]}${i < 100 ? '' : VARIANTS[i % VARIANTS.length]}.`;
-    return makeConversation(i, text);
-  });
-}
-
-type Decision = Pick<Conversation, 'uuid' | 'min_neighbor_distance' | 'min_similar_uuid' | 'repeat_count' | 'is_duplicate'>;
-const decisionOf = (r: Conversation): Decision => ({ uuid: r.uuid, min_neighbor_distance: r.min_neighbor_distance, min_similar_uuid: r.min_similar_uuid, repeat_count: r.repeat_count, is_duplicate: r.is_duplicate });
 
 /** Topics, the input embedded once, and the reference decisions of an undisturbed stage. */
 async function prepare(name: string) {
@@ -67,18 +46,8 @@ async function prepare(name: string) {
   const topology = await loadTopologyFile(FILE, { topicPrefix: prefix, brokers: [bootstrap], env });
   const kafka = createKafka(topology.kafka, logger);
   await createTopologyTopics(kafka, topology);
-  await produceRecords(kafka, serde, `${prefix}conversations`, 'magpie.Conversation', conversations());
-  const reference = track(await runTopology(topology, logger, { stages: ['embed', 'dedupe-ref'] }));
-  await waitUntilDrained(reference);
-  await reference.stop();
-  const expected = (await readAll<Conversation>(kafka, serde, `${prefix}deduped-ref`, 'magpie.Conversation')).map(decisionOf);
-  expect(expected).toHaveLength(N);
-  expect(expected.filter((d) => d.is_duplicate).length).toBeGreaterThan(N / 4);
-  expect(expected.filter((d) => !d.is_duplicate).length).toBeGreaterThan(TOPICS.length);
   // The embedded records, to feed the stage under test in steps: it is faster than a kill otherwise.
-  const embedded: { key: Buffer | null; value: Buffer | null; headers: Record<string, string> }[] = [];
-  await readTopic(kafka, `${prefix}embedded`, (raw) => void embedded.push({ key: raw.key, value: raw.value, headers: raw.headers }));
-  expect(embedded).toHaveLength(N);
+  const { expected, embedded } = await dedupeReference(topology, kafka, serde, logger);
   let fed = 0;
   const producer = createProducer(kafka, { idempotent: true });
   await producer.connect();
@@ -103,9 +72,8 @@ async function prepare(name: string) {
     expect(out.length, `outputs (exactly once)\n${problems}`).toBe(N);
     expect(out.map(decisionOf), problems).toEqual(expected);
     // The changelog restores: one entry per record, seqs 0..N-1 in offset order, no gap and no repeat.
-    const changelog = await readAll<IndexEntry>(kafka, serde, `${prefix}dedupe-index`, 'magpie.IndexEntry');
-    expect(changelog.map((e) => Number(e.seq))).toEqual(Array.from({ length: N }, (_, i) => i));
-    for (const p of processes) expect(p.lines.filter((l) => /cannot restore|does not match its checksum/.test(`${l.msg} ${JSON.stringify(l)}`))).toEqual([]);
+    expect(await changelogSeqs(kafka, serde, `${prefix}dedupe-index`)).toEqual(Array.from({ length: N }, (_, i) => i));
+    expect(restoreFailures(processes)).toEqual([]);
   };
   return { spawn, tail, check, feed, topology, kafka, stateDir };
 }

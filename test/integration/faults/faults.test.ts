@@ -1,18 +1,24 @@
 /**
  * Fault injection on real brokers and real `magpie run` processes: for each fault, N instructions go through
  * a stage, the fault strikes mid-batch, the system recovers, and the sink must hold exactly the uuids sent.
- * A summary table is printed at the end (and written to .magpie/faults/summary.md).
+ * The stateful near-duplicate stage goes through the same on embedded conversations, and its decisions must
+ * also be those of an undisturbed run. A summary table is printed at the end (and written to
+ * .magpie/faults/summary.md).
  */
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { afterAll, afterEach, describe, expect, inject, it } from 'vitest';
+import type { Conversation } from '../../../src/serde/records.generated.js';
 import { createSerde } from '../../../src/serde/serde.js';
 import { PROJECT_ROOT, startBroker, type Broker } from '../../support/broker.js';
+import { changelogSeqs, decisionOf, DEDUPE_N, DEDUPE_TOPOLOGY, dedupeReference, restoreFailures } from '../../support/dedupe.js';
 import { FaultyOpenAIServer, type ServerFault } from '../../support/faults/openai-server.js';
 import { Scenario, type ScenarioOptions } from '../../support/faults/scenario.js';
 import { countRecords, formatTable, type FaultRow } from '../../support/faults/sink.js';
 import type { StageProcess } from '../../support/faults/stage-process.js';
+import { readAll } from '../../support/records.js';
 
 const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'fatal' });
 const bootstrap = inject('kafkaBootstrap');
@@ -31,14 +37,19 @@ afterEach(async () => {
 afterAll(() => {
   if (rows.length === 0) return;
   const table = formatTable(rows);
-  console.log(`\nFault-injection summary (N = ${N} per fault)\n${table}\n`);
+  console.log(`\nFault-injection summary (N = ${N} per fault, ${DEDUPE_N} for the near-duplicate stage)\n${table}\n`);
   writeFileSync(path.join(process.env.MAGPIE_RUN_DIR ?? path.join(PROJECT_ROOT, '.magpie'), 'faults', 'summary.md'), `${table}\n`);
 });
 
-async function scenario(options: Omit<ScenarioOptions, 'stage' | 'topology'> & Partial<Pick<ScenarioOptions, 'stage' | 'topology'>>, n = N): Promise<Scenario> {
+/** A scenario, closed after the test; not prepared yet. */
+function newScenario(options: Omit<ScenarioOptions, 'stage' | 'topology'> & Partial<Pick<ScenarioOptions, 'stage' | 'topology'>>): Scenario {
   const s = new Scenario({ topology: 'topologies/test/pass-through.yaml', stage: 'copy', ...options }, serde, logger);
   cleanups.push(() => s.close());
-  return s.prepare(n);
+  return s;
+}
+
+async function scenario(options: Parameters<typeof newScenario>[0], n = N): Promise<Scenario> {
+  return newScenario(options).prepare(n);
 }
 
 async function ownBroker(name: string, nodes: 1 | 3 = 1): Promise<Broker> {
@@ -180,5 +191,48 @@ describe('fault injection (real brokers, real processes)', () => {
     const reset = a.lines.filter((l) => l.msg.startsWith('another owner moved the partition on')).length;
     rows.at(-1)!.note = `zombie: ${refused} commits refused, ${abandoned} partitions abandoned, ${reset} windows reset to the successor's position`;
     alive(a, b);
+  });
+
+  it('(g) kill -9 of a process running the stateful near-duplicate stage mid-batch, then a restart: same decisions as an undisturbed run', async () => {
+    const stateDir = mkdtempSync(path.join(tmpdir(), 'magpie-faults-dedupe-'));
+    cleanups.push(async () => rmSync(stateDir, { recursive: true, force: true }));
+    const s = newScenario({
+      name: 'dedupe-kill9',
+      brokers: bootstrap,
+      topology: DEDUPE_TOPOLOGY,
+      stage: 'dedupe',
+      inputSchema: 'magpie.Conversation',
+      outputSchema: 'magpie.Conversation',
+      env: { DEDUPE_STATE_DIR: stateDir },
+    });
+    await s.open();
+    // The stage starts on its empty input while this process computes real MiniLM embeddings once and the
+    // decisions of an undisturbed stage on them.
+    const first = s.spawn({ stages: ['dedupe'] });
+    const reference = await dedupeReference(s.topology, s.kafka, serde, logger);
+    // The stage is faster than a kill: half the input first, the rest once it has saved a snapshot, then the kill.
+    await s.prepare(0, reference.values.slice(0, DEDUPE_N / 2));
+    await first.waitForLog((l) => l.msg === 'index snapshot saved', 180_000);
+    await s.send(reference.values.slice(DEDUPE_N / 2));
+    await first.kill();
+    const atKill = s.tail.count;
+    expect(atKill).toBeLessThan(DEDUPE_N);
+    const second = s.spawn({ stages: ['dedupe'] });
+    const liftedAt = Date.now();
+    const restored = await second.waitForLog((l) => l.msg.startsWith('near-duplicate index restored from a snapshot'), 120_000);
+    await s.drained();
+    const decisions = (await readAll<Conversation>(s.kafka, serde, s.output, 'magpie.Conversation')).map(decisionOf);
+    const expected = new Map(reference.expected.map((d) => [d.uuid, JSON.stringify(d)]));
+    const equal = decisions.filter((d) => expected.get(d.uuid) === JSON.stringify(d)).length;
+    const duplicates = reference.expected.filter((d) => d.is_duplicate).length;
+    const loaded = Number(second.lines.findLast((l) => l.msg === 'index snapshot loaded')?.size ?? 0);
+    const note = `decisions equal to an undisturbed run's: ${equal}/${DEDUPE_N} (${duplicates} duplicates); ${atKill} of ${DEDUPE_N} out at the kill; the restart loaded ${loaded} entries from a snapshot + ${Number(restored.size) - loaded} from the changelog`;
+    await finish(s, 'kill -9 of the near-duplicate stage + restart', liftedAt, note);
+    // Same decisions, record for record and in order (one partition): distances, nearest uuid, repeat count, verdict.
+    expect(decisions).toEqual(reference.expected);
+    // The changelog restores: one entry per record, seqs 0..N-1 in offset order, no gap and no repeat.
+    expect(await changelogSeqs(s.kafka, serde, s.topology.stages.find((x) => x.name === 'dedupe')!.ports.changelog!)).toEqual(Array.from({ length: DEDUPE_N }, (_, i) => i));
+    expect(restoreFailures([first, second])).toEqual([]);
+    alive(second);
   });
 });

@@ -1,12 +1,12 @@
 /**
- * One fault-injection run: a derived topology under a fresh prefix, its topics, N instructions in the input,
- * a tail on the sink, `magpie run` child processes, and the final exact check turned into a summary row.
+ * One fault-injection run: a derived topology under a fresh prefix, its topics, N instructions (or other
+ * records) in the input, a tail on the sink, `magpie run` child processes, and the final exact check turned
+ * into a summary row.
  */
 import type { Kafka } from 'kafkajs';
 import type { Logger } from '../../../src/core/logger.js';
 import { createKafka } from '../../../src/kafka/client.js';
 import { topicEndOffsets } from '../../../src/kafka/admin.js';
-import type { Instruction } from '../../../src/serde/records.generated.js';
 import type { RecordSerde } from '../../../src/serde/serde.js';
 import type { SchemaName } from '../../../src/serde/schemas.js';
 import { createTopologyTopics } from '../../../src/topology/build.js';
@@ -26,6 +26,8 @@ export interface ScenarioOptions {
   stage: string;
   /** Stage whose output is the sink that is checked (default: `stage`; the last stage of a chain). */
   sinkStage?: string;
+  /** Schema of the records sent to the input (default magpie.Instruction). */
+  inputSchema?: SchemaName;
   outputSchema?: SchemaName;
   env?: Record<string, string>;
 }
@@ -34,7 +36,8 @@ export class Scenario {
   readonly prefix: string;
   readonly file: string;
   readonly processes: StageProcess[] = [];
-  sent: Instruction[] = [];
+  /** Everything written to the input so far: the sink must hold each of these exactly once. */
+  readonly sent: { uuid: string }[] = [];
   kafka!: Kafka;
   topology!: Topology;
   tail!: SinkTail;
@@ -65,15 +68,27 @@ export class Scenario {
     return this.stage.deadLetter;
   }
 
-  /** Loads the topology, creates its topics, sends `n` instructions (or `values`) and starts the sink tail. */
-  async prepare(n: number, values?: Instruction[]): Promise<this> {
+  /** Loads the topology and creates its topics, unless done already: the first step of `prepare`. */
+  async open(): Promise<this> {
+    if (this.kafka !== undefined) return this;
     this.topology = await loadTopologyFile(this.file, { topicPrefix: this.prefix, brokers: this.options.brokers.split(','), env: { ...process.env, ...this.options.env } });
     this.kafka = createKafka(this.topology.kafka, this.logger);
     await createTopologyTopics(this.kafka, this.topology, this.logger);
-    this.sent = values ?? Array.from({ length: n }, (_, i) => makeInstruction(i));
-    await produceRecords(this.kafka, this.serde, this.input, 'magpie.Instruction', this.sent);
+    return this;
+  }
+
+  /** Opens the run, sends `n` instructions (or `values`, as `inputSchema`) and starts the sink tail. */
+  async prepare(n: number, values: { uuid: string }[] = Array.from({ length: n }, (_, i) => makeInstruction(i))): Promise<this> {
+    await this.open();
+    await this.send(values);
     this.tail = await new SinkTail(this.kafka, this.output).start();
     return this;
+  }
+
+  /** Writes more records to the input (after `prepare`, e.g. while a stage runs); the check expects them too. */
+  async send(values: { uuid: string }[]): Promise<void> {
+    await produceRecords(this.kafka, this.serde, this.input, this.options.inputSchema ?? 'magpie.Instruction', values);
+    for (const v of values) this.sent.push(v);
   }
 
   spawn(extra: Partial<StageProcessOptions> = {}): StageProcess {
