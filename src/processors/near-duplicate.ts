@@ -147,12 +147,14 @@ export class NearDuplicateFilter implements Processor<Conversation, Conversation
     const started = Date.now();
     await this.reset();
     for await (const snapshot of this.snapshots?.loadNewestFirst(this.index) ?? []) {
+      // Counted before the changelog tail is appended to the same list.
+      const fromSnapshot = snapshot.uuids.length;
       this.uuids = snapshot.uuids;
       snapshot.uuids.forEach((uuid, seq) => this.seqOfUuid.set(uuid, seq));
       try {
         await this.catchUp(state, snapshot.anchor);
         this.snapshotAt = this.uuids.length + this.config.snapshots.every;
-        logger.info({ size: this.uuids.length, fromSnapshot: snapshot.uuids.length, ms: Date.now() - started }, 'near-duplicate index restored from a snapshot and the changelog after it');
+        logger.info({ size: this.uuids.length, fromSnapshot, fromChangelog: this.uuids.length - fromSnapshot, ms: Date.now() - started }, 'near-duplicate index restored from a snapshot and the changelog after it');
         return;
       } catch (err) {
         if (!(err instanceof StateDiverged)) throw err;

@@ -163,6 +163,7 @@ describe('near-duplicate state under process faults (real broker, real MiniLM em
     const restored = fromSnapshot.lines.find((l) => l.msg.startsWith('near-duplicate index restored from a snapshot'));
     expect(restored).toMatchObject({ size: N });
     expect(restored!.fromSnapshot).toBeGreaterThanOrEqual(100);
+    expect(Number(restored!.fromSnapshot) + Number(restored!.fromChangelog)).toBe(N);
     const full = await restoredStage(t.topology, t.kafka, { every: 0 });
     expect(full.lines.find((l) => l.msg === 'near-duplicate index restored from the changelog')).toMatchObject({ size: N });
     const expected = await full.decide(probe);

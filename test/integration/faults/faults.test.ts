@@ -225,8 +225,7 @@ describe('fault injection (real brokers, real processes)', () => {
     const expected = new Map(reference.expected.map((d) => [d.uuid, JSON.stringify(d)]));
     const equal = decisions.filter((d) => expected.get(d.uuid) === JSON.stringify(d)).length;
     const duplicates = reference.expected.filter((d) => d.is_duplicate).length;
-    const loaded = Number(second.lines.findLast((l) => l.msg === 'index snapshot loaded')?.size ?? 0);
-    const note = `decisions equal to an undisturbed run's: ${equal}/${DEDUPE_N} (${duplicates} duplicates); ${atKill} of ${DEDUPE_N} out at the kill; the restart loaded ${loaded} entries from a snapshot + ${Number(restored.size) - loaded} from the changelog`;
+    const note = `decisions equal to an undisturbed run's: ${equal}/${DEDUPE_N} (${duplicates} duplicates); ${atKill} of ${DEDUPE_N} out at the kill; the restart loaded ${Number(restored.fromSnapshot)} entries from a snapshot + ${Number(restored.fromChangelog)} from the changelog`;
     await finish(s, 'kill -9 of the near-duplicate stage + restart', liftedAt, note);
     // Same decisions, record for record and in order (one partition): distances, nearest uuid, repeat count, verdict.
     expect(decisions).toEqual(reference.expected);
