@@ -29,9 +29,12 @@ function namesIn(value: unknown, out: string[] = [], depth = 0): string[] {
 export function guardAccess(kafka: Kafka, options: AccessGuardOptions): Kafka {
   const lastLogged = new Map<string, number>();
   const relogMs = options.relogMs ?? 60_000;
+  // A plaintext client on a TLS listener never gets an answer; once one came, a connection the broker closes is
+  // the network or a broker going down, not a listener this client cannot speak to.
+  let answered = false;
   const translate = async (err: unknown, call: FailedCall): Promise<unknown> => {
     const explained = await explainAccessFailure(err, options.context, call, kafka).catch(() => undefined);
-    if (!explained) return err;
+    if (!explained || (answered && explained.failure.kind === 'closed-at-connect')) return err;
     const now = Date.now();
     if (now - (lastLogged.get(explained.message) ?? -Infinity) >= relogMs) {
       lastLogged.set(explained.message, now);
@@ -62,7 +65,10 @@ export function guardAccess(kafka: Kafka, options: AccessGuardOptions): Kafka {
           const needs = prop === 'sendOffsets' || typeof (args[0] as { groupId?: unknown } | undefined)?.groupId === 'string' ? 'GROUP' : coordinator;
           const call: FailedCall = { operation: prop === 'sendOffsets' ? 'READ' : operation, names: [...own, ...namesIn(args)], ...(needs ? { coordinator: needs } : {}) };
           return result.then(
-            (v: unknown) => (prop === 'transaction' && v && typeof v === 'object' ? wrap(v, operation, own, coordinator) : v),
+            (v: unknown) => {
+              answered = true;
+              return prop === 'transaction' && v && typeof v === 'object' ? wrap(v, operation, own, coordinator) : v;
+            },
             async (err: unknown) => {
               throw await translate(err, call);
             },
