@@ -32,7 +32,7 @@ export class WindowTrace {
 
   private part(p: number): PartitionTrace {
     let s = this.parts.get(p);
-    if (!s) this.parts.set(p, (s = { batches: 0, records: 0, pausedMs: 0, pauses: 0, resumeToBatch: [], commits: 0, commitMs: 0, committed: 0, noWork: 0 }));
+    if (!s) this.parts.set(p, (s = { batches: 0, records: 0, pausedMs: 0, pauses: 0, resumeToBatch: [], commits: 0, commitMs: 0, commitTimes: [], committed: 0, noWork: 0 }));
     return s;
   }
 
@@ -80,7 +80,9 @@ export class WindowTrace {
     const s = this.part(p);
     s.commits++;
     s.committed += records;
-    s.commitMs += performance.now() - (s.commitStart ?? performance.now());
+    const ms = performance.now() - (s.commitStart ?? performance.now());
+    s.commitMs += ms;
+    s.commitTimes.push(ms);
   }
 
   report(): string {
@@ -94,9 +96,11 @@ export class WindowTrace {
       const r = s.resumeToBatch;
       const mean = r.length ? r.reduce((a, b) => a + b, 0) / r.length : 0;
       const commits = Math.max(1, s.commits);
+      const sorted = [...s.commitTimes].sort((a, b) => a - b);
+      const q = (f: number) => (sorted[Math.min(sorted.length - 1, Math.floor(f * sorted.length))] ?? 0).toFixed(0);
       lines.push(
         `  partition ${p}: ${s.batches} batches (${s.records} records); paused ${s.pauses}× for ${s.pausedMs.toFixed(0)} ms, resume → next batch mean ${mean.toFixed(0)} ms, max ${Math.max(0, ...r).toFixed(0)} ms; ` +
-          `${s.commits} commits of ${(s.committed / commits).toFixed(0)} records, ${(s.commitMs / commits).toFixed(1)} ms each (${s.commitMs.toFixed(0)} ms in all); no work in ${((100 * s.noWork) / Math.max(1, this.samples)).toFixed(0)}% of samples`,
+          `${s.commits} commits of ${(s.committed / commits).toFixed(0)} records, ${(s.commitMs / commits).toFixed(1)} ms each (median ${q(0.5)}, p90 ${q(0.9)}, max ${q(1)}; ${s.commitMs.toFixed(0)} ms in all); no work in ${((100 * s.noWork) / Math.max(1, this.samples)).toFixed(0)}% of samples`,
       );
     }
     return lines.join('\n');
@@ -113,6 +117,7 @@ interface PartitionTrace {
   resumeToBatch: number[];
   commits: number;
   commitMs: number;
+  commitTimes: number[];
   committed: number;
   commitStart?: number;
   noWork: number;
