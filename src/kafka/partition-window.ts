@@ -30,6 +30,14 @@ export interface WindowHooks {
 /** Chunks a window holds in all (processing or finished and waiting to commit in order), per chunk it processes. */
 export const HELD_PER_SLOT = 4;
 
+/**
+ * Chunks' worth of records a window buffers, per chunk it processes, before it pauses its partition. It resumes
+ * the partition when the buffer falls below that, and what is left must last until kafkajs fetches the
+ * partition again (up to the consumer's maxWaitTimeInMs, then the fetch itself): with one window's worth, a
+ * fast stage's windows ran dry before every refetch. A fetch may bring up to maxBytesPerPartition on top.
+ */
+export const BUFFERED_PER_SLOT = 4;
+
 interface Chunk {
   raws: RawRecord[];
   first: bigint;
@@ -101,8 +109,13 @@ export class PartitionWindow {
     if (lastOffset + 1n > this.expected) this.expected = lastOffset + 1n;
   }
 
+  /** Records fetched that no chunk has taken yet. */
+  get buffered(): number {
+    return this.buffer.length;
+  }
+
   /** Chunks whose processing has not finished (the rest wait for an older chunk to commit). */
-  private get working(): number {
+  get working(): number {
     let n = 0;
     for (const c of this.chunks) if (!c.result) n++;
     return n;
@@ -116,7 +129,7 @@ export class PartitionWindow {
     while (!this.closed && this.buffer.length > 0 && this.working < this.size && this.chunks.length < this.size * HELD_PER_SLOT) {
       this.start(this.buffer.splice(0, this.batchSize));
     }
-    const full = this.buffer.length >= this.batchSize * this.size;
+    const full = this.buffer.length >= this.batchSize * this.size * BUFFERED_PER_SLOT;
     if (full !== this.paused) {
       this.paused = full;
       this.hooks.backpressure(full);

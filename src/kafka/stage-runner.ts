@@ -14,6 +14,7 @@ import { AtLeastOnceCommitter, TransactionalCommitter, type Committer } from './
 import { PartitionWindow, type CommitGroup, type CommitResult } from './partition-window.js';
 import { headersToStrings, messageLimit, routeChain, type ChainLink, type RawRecord, type RouteTarget, type RoutedBatch } from './route.js';
 import { portRestorer } from './restore.js';
+import { WindowTrace } from './window-trace.js';
 
 export interface StageRunnerOptions {
   kafka: Kafka;
@@ -96,6 +97,8 @@ export class StageRunner extends EventEmitter {
   private refusedJoins = 0;
   /** Reads the stage's changelog ports, for init and for catching up after each fence. */
   private readonly restorer: StateRestorer;
+  /** MAGPIE_TRACE_WINDOWS=1: where the partitions wait (window-trace.ts). */
+  private readonly trace = WindowTrace.enabled ? new WindowTrace(this.windows, () => this.windows.size > 0 && this.backpressured.size >= this.windows.size) : undefined;
 
   constructor(
     private readonly processor: Processor<unknown, unknown>,
@@ -161,8 +164,10 @@ export class StageRunner extends EventEmitter {
       heartbeatInterval: Math.min(3_000, Math.floor(sessionTimeoutMs / 5)),
       readUncommitted: false,
       maxBytesPerPartition: 1_048_576,
-      // A partition resumed after backpressure is fetched within this, not after a 5 s long poll on the others.
-      maxWaitTimeInMs: 500,
+      // A partition resumed after backpressure is fetched within this: it bounds the long poll on the others and
+      // the sleep kafkajs takes when every partition is paused (a resume does not cut it short). At 500 ms the
+      // windows of a fast stage had nothing to work on half the time (MAGPIE_TRACE_WINDOWS).
+      maxWaitTimeInMs: 100,
       allowAutoTopicCreation: false,
     });
     this.consumer = consumer;
@@ -178,6 +183,11 @@ export class StageRunner extends EventEmitter {
       if (window) window.skipTo(last);
       else this.skipped.set(payload.partition, last);
     });
+    if (this.trace) {
+      const trace = this.trace;
+      consumer.on(consumer.events.FETCH_START, () => trace.fetchBegin());
+      consumer.on(consumer.events.FETCH, () => trace.fetchEnd());
+    }
     consumer.on(consumer.events.CRASH, (e) => {
       this.log.error({ err: String(e.payload.error), restart: e.payload.restart }, 'consumer crashed');
       if (e.payload.restart || this.stopping || this.consumer !== consumer) return;
@@ -325,6 +335,7 @@ export class StageRunner extends EventEmitter {
       commit: (group) => this.commit(window, group, log),
       backpressure: (paused) => {
         if (this.windows.get(partition) !== window) return;
+        this.trace?.pause(partition, paused);
         if (paused) {
           this.backpressured.add(partition);
           this.consumer?.pause([{ topic: input, partitions: [partition] }]);
@@ -364,6 +375,7 @@ export class StageRunner extends EventEmitter {
       headers: headersToStrings(m.headers),
       timestamp: m.timestamp,
     }));
+    this.trace?.batch(batch.partition, raws.length);
     window.offer(raws, BigInt(batch.lastOffset()));
     // The window has the records: kafkajs may fetch on at once (the commit happens in the transaction).
     payload.resolveOffset(batch.lastOffset());
@@ -395,12 +407,14 @@ export class StageRunner extends EventEmitter {
   private async commit(window: PartitionWindow, group: CommitGroup, log: Logger): Promise<CommitResult> {
     const { groupId, input } = this.options;
     const writer = `${input}-${window.partition}`;
+    this.trace?.commitBegin(window.partition);
     for (let attempt = 1; ; attempt++) {
       try {
         await this.committer.commit(
           { writer, byTopic: group.byTopic, input: { groupId, topic: input, partition: window.partition, nextOffset: group.next.toString() } },
           (p) => this.consumer!.commitOffsets([{ topic: p.topic, partition: p.partition, offset: p.nextOffset }]),
         );
+        this.trace?.commitEnd(window.partition, Number(group.next - group.first));
         return { kind: 'committed' };
       } catch (err) {
         if (this.abort.signal.aborted || this.windows.get(window.partition) !== window) throw err;
@@ -492,6 +506,7 @@ export class StageRunner extends EventEmitter {
   stop(graceMs = 10_000): Promise<void> {
     this.stopping ??= (async () => {
       this.draining = true;
+      if (this.trace) process.stderr.write(`${this.trace.report()}\n`);
       const windows = [...this.windows.values()];
       for (const w of windows) w.drain();
       if (this.inFlight > 0) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { HELD_PER_SLOT, PartitionWindow, type CommitGroup, type CommitResult, type WindowHooks } from '../../../src/kafka/partition-window.js';
+import { BUFFERED_PER_SLOT, HELD_PER_SLOT, PartitionWindow, type CommitGroup, type CommitResult, type WindowHooks } from '../../../src/kafka/partition-window.js';
 import type { RawRecord, RoutedBatch } from '../../../src/kafka/route.js';
 
 const raw = (offset: number): RawRecord => ({ topic: 'in', partition: 0, offset: String(offset), key: null, value: Buffer.from(String(offset)), headers: {}, timestamp: '0' });
@@ -86,14 +86,15 @@ describe('PartitionWindow', () => {
     expect(h.routing.flatMap((p) => p.raws.map((r) => r.offset))).toEqual(['0', '1', '2', '3', '4', '5', '6']);
   });
 
-  it('pauses the partition when a full window is queued and resumes once it drains', async () => {
+  it('pauses the partition when its buffer holds its bound and resumes once it falls below', async () => {
     const h = harness();
     const w = new PartitionWindow(0, 0n, 1, 2, h.hooks);
-    w.offer(range(0, 6), 5n);
+    const bound = 2 * 1 * BUFFERED_PER_SLOT;
+    w.offer(range(0, bound + 4), BigInt(bound + 3));
     expect(h.events).toEqual(['pause']);
     h.finish(h.routing[0]!);
     await settle();
-    // Two records still queued behind the chunk in flight: a full window's worth, still paused.
+    // `bound` records still queued behind the chunk in flight: still paused.
     expect(h.events).toEqual(['pause', 'committed 0-2']);
     h.finish(h.routing[1]!);
     await settle();

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { StageMetrics } from '../../../src/core/metrics.js';
 import { StageRunner, type StageRunnerOptions } from '../../../src/kafka/stage-runner.js';
+import { BUFFERED_PER_SLOT } from '../../../src/kafka/partition-window.js';
 import { emitValue, failed, reject, dead, type InputRecord, type Outcome, type Processor, type StageContext } from '../../../src/processors/stage.js';
 import type { DeadLetter, Instruction, Rejected } from '../../../src/serde/records.generated.js';
 import { createSerde } from '../../../src/serde/serde.js';
@@ -143,7 +144,8 @@ describe('StageRunner', () => {
     await deliver(consumer, [0, 1]);
     await until(() => processor.calls.length === 1, 'one chunk in flight');
     expect(consumer.flow).toEqual([]);
-    await deliver(consumer, [2, 3]);
+    // Chunks of 2, window 1: the buffer's bound is BUFFERED_PER_SLOT chunks.
+    await deliver(consumer, range(2, 2 + 2 * BUFFERED_PER_SLOT));
     expect(consumer.flow).toEqual(['pause 0']);
     processor.release(0);
     await until(() => processor.calls.length === 2, 'the next chunk started');
