@@ -116,10 +116,17 @@ export async function partitionCounts(kafka: Kafka, topics: string[]): Promise<M
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const existing = new Set(await admin.listTopics());
-    const { topics: meta } = await admin.fetchTopicMetadata({ topics: topics.filter((t) => existing.has(t)) });
-    return new Map(meta.map((t) => [t.name, t.partitions.length]));
+    return await fetchPartitionCounts(admin, topics);
   } finally {
     await admin.disconnect();
   }
+}
+
+/** Partitions of each existing topic, through a connected admin (missing topics are left out). */
+export async function fetchPartitionCounts(admin: Admin, topics: readonly string[]): Promise<Map<string, number>> {
+  const existing = new Set(await admin.listTopics());
+  const wanted = [...new Set(topics)].filter((t) => existing.has(t));
+  if (wanted.length === 0) return new Map();
+  const { topics: meta } = await admin.fetchTopicMetadata({ topics: wanted });
+  return new Map(meta.map((t) => [t.name, t.partitions.length]));
 }

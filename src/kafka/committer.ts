@@ -1,7 +1,7 @@
 import type { Kafka, Producer, TopicMessages } from 'kafkajs';
 import type { Logger } from '../core/logger.js';
 import { createProducer } from './client.js';
-import { planSends, type OutboundMessage } from './send-plan.js';
+import { sendLanes, type OutboundMessage, type PartitionsOf } from './send-plan.js';
 
 /** The input position a commit moves forward, for stages; sources have none. */
 export interface InputPosition {
@@ -33,12 +33,14 @@ export interface Committer {
 export interface CommitterOptions {
   /** max.message.bytes of a topic, as the broker has it: sends are split to fit. */
   limitOf: (topic: string) => number;
+  /** Partitions of an output topic: every send then goes to one partition (see planLanes). */
+  partitionsOf?: PartitionsOf;
   /** Transaction timeout: how long read_committed consumers wait on a transaction left open by a crash. */
   transactionTimeoutMs?: number;
 }
 
-async function sendAll(send: (topicMessages: TopicMessages[]) => Promise<unknown>, byTopic: ReadonlyMap<string, OutboundMessage[]>, limitOf: (topic: string) => number): Promise<void> {
-  for (const topicMessages of planSends(byTopic, limitOf)) await send(topicMessages);
+async function sendAll(send: (topicMessages: TopicMessages[]) => Promise<unknown>, byTopic: ReadonlyMap<string, OutboundMessage[]>, options: CommitterOptions): Promise<void> {
+  await sendLanes(send, byTopic, options.limitOf, options.partitionsOf);
 }
 
 /**
@@ -99,7 +101,7 @@ export class TransactionalCommitter implements Committer {
     const producer = await entry;
     const txn = await producer.transaction();
     try {
-      await sendAll((topicMessages) => txn.sendBatch({ topicMessages, acks: -1 }), req.byTopic, this.options.limitOf);
+      await sendAll((topicMessages) => txn.sendBatch({ topicMessages, acks: -1 }), req.byTopic, this.options);
       if (req.input) {
         const { groupId, topic, partition, nextOffset } = req.input;
         await txn.sendOffsets({ consumerGroupId: groupId, topics: [{ topic, partitions: [{ partition, offset: nextOffset }] }] });
@@ -141,7 +143,7 @@ export class AtLeastOnceCommitter implements Committer {
         return producer;
       })();
       const producer = await this.producer;
-      await sendAll((topicMessages) => producer.sendBatch({ topicMessages, acks: -1 }), req.byTopic, this.options.limitOf);
+      await sendAll((topicMessages) => producer.sendBatch({ topicMessages, acks: -1 }), req.byTopic, this.options);
     }
     if (req.input) await commitOffsets(req.input);
   }

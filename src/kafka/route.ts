@@ -46,6 +46,8 @@ export interface RouteTarget {
   deadLetterAfterAttempts: number;
   /** max.message.bytes per topic as the broker has it; outputs too large for their topic are dead-lettered. */
   messageLimits?: Readonly<Record<string, number>>;
+  /** Partitions per output topic as the broker had them at start: each send goes to one partition (planLanes). */
+  partitionCounts?: ReadonlyMap<string, number>;
 }
 
 export function messageLimit(target: Pick<RouteTarget, 'messageLimits'>, topic: string): number {

@@ -7,7 +7,7 @@ import type { StageMetrics } from '../core/metrics.js';
 import { backoffDelay, sleep } from '../core/retry.js';
 import type { Source, StageContext } from '../processors/stage.js';
 import type { RecordSerde } from '../serde/serde.js';
-import { fetchMessageLimits, LazyAdmin } from './admin.js';
+import { fetchMessageLimits, fetchPartitionCounts, LazyAdmin } from './admin.js';
 import { BacklogGate, type BacklogBound } from './backlog-gate.js';
 import { AtLeastOnceCommitter, TransactionalCommitter, type Committer } from './committer.js';
 import { portRestorer } from './restore.js';
@@ -84,13 +84,16 @@ export class SourceRunner extends EventEmitter {
     // Every request in flight listens on the stop signal; many are expected, not a leak.
     setMaxListeners(0, this.abort.signal);
     const { kafka, exactlyOnce, target } = this.options;
-    target.messageLimits = { ...target.messageLimits, ...(await fetchMessageLimits(await this.admin.get(), [...Object.values(target.ports), target.rejects])) };
+    const outputs = [...Object.values(target.ports), target.rejects];
+    target.messageLimits = { ...target.messageLimits, ...(await fetchMessageLimits(await this.admin.get(), outputs)) };
+    target.partitionCounts = await fetchPartitionCounts(await this.admin.get(), outputs);
     // Only the backlog bound reads the broker while the source runs.
     if (!this.gate) await this.admin.close();
     const limitOf = (topic: string) => messageLimit(target, topic);
+    const partitionsOf = (topic: string) => target.partitionCounts?.get(topic);
     this.committer = this.options.committer ?? (exactlyOnce
-      ? new TransactionalCommitter(kafka, this.options.transactionalIdPrefix, this.log, { limitOf, transactionTimeoutMs: this.options.transactionTimeoutMs ?? 30_000 })
-      : new AtLeastOnceCommitter(kafka, { limitOf }));
+      ? new TransactionalCommitter(kafka, this.options.transactionalIdPrefix, this.log, { limitOf, partitionsOf, transactionTimeoutMs: this.options.transactionTimeoutMs ?? 30_000 })
+      : new AtLeastOnceCommitter(kafka, { limitOf, partitionsOf }));
     // An exclusive source's fence also completes the transaction its predecessor left open, so the state read
     // below sees everything committed and waits on nothing.
     await this.committer.fence(this.writer);

@@ -7,7 +7,7 @@ import type { StageMetrics } from '../core/metrics.js';
 import { backoffDelay, sleep } from '../core/retry.js';
 import type { Processor, StageContext, StateRestorer } from '../processors/stage.js';
 import type { RecordSerde } from '../serde/serde.js';
-import { fetchMessageLimits, LazyAdmin } from './admin.js';
+import { fetchMessageLimits, fetchPartitionCounts, LazyAdmin } from './admin.js';
 import { groupOffsets } from './consumer-lag.js';
 import { isInferredRefusal, KafkaAccessError } from './auth-errors.js';
 import { AtLeastOnceCommitter, TransactionalCommitter, type Committer } from './committer.js';
@@ -110,9 +110,10 @@ export class StageRunner extends EventEmitter {
     this.restorer = portRestorer(options.kafka, options.serde, options.target, this.log);
     // The limits are read from the broker at start (into target.messageLimits, shared by the chain's stages).
     const limitOf = (topic: string) => messageLimit(options.target, topic);
+    const partitionsOf = (topic: string) => options.target.partitionCounts?.get(topic);
     this.committer =
       options.committer ??
-      (options.exactlyOnce ? new TransactionalCommitter(options.kafka, options.groupId, this.log, { limitOf }) : new AtLeastOnceCommitter(options.kafka, { limitOf }));
+      (options.exactlyOnce ? new TransactionalCommitter(options.kafka, options.groupId, this.log, { limitOf, partitionsOf }) : new AtLeastOnceCommitter(options.kafka, { limitOf, partitionsOf }));
     const breaker = new CircuitBreaker(options.circuitBreaker ?? DEFAULT_CIRCUIT_BREAKER);
     breaker.on('state', (change: CircuitStateChange) => this.onCircuit(options.target.name, change));
     options.metrics.watchCircuit(options.target.name, breaker);
@@ -145,7 +146,8 @@ export class StageRunner extends EventEmitter {
     const written = (l: ChainLink, k: number) => Object.entries(l.target.ports).filter(([port]) => port !== 'out' || k === this.links.length - 1).map(([, topic]) => topic);
     const outputs = this.links.flatMap((l, k) => [...written(l, k), l.target.rejects, l.target.deadLetter]);
     const limits = { ...target.messageLimits, ...(await fetchMessageLimits(await this.admin.get(), outputs)) };
-    for (const link of this.links) link.target.messageLimits = limits;
+    const partitions = await fetchPartitionCounts(await this.admin.get(), outputs);
+    for (const link of this.links) Object.assign(link.target, { messageLimits: limits, partitionCounts: partitions });
     await this.processor.init?.(this.context(this.log, this.abort.signal), this.restorer);
     for (const f of this.options.followers ?? []) {
       await f.processor.init?.(this.context(this.log.child({ stage: f.target.name }), this.abort.signal), this.restorer);

@@ -4,6 +4,8 @@ import type { RecordSerde } from '../../src/serde/serde.js';
 import type { SchemaName } from '../../src/serde/schemas.js';
 import { readTopic } from '../../src/kafka/read-topic.js';
 import { createProducer } from '../../src/kafka/client.js';
+import { fetchPartitionCounts } from '../../src/kafka/admin.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, sendLanes, type OutboundMessage } from '../../src/kafka/send-plan.js';
 
 export function makeInstruction(i: number, text = `Test instruction number ${i}?`): Instruction {
   return {
@@ -46,18 +48,22 @@ export function makeConversation(i: number, instruction = `Test instruction numb
 /** Encodes and writes values in batches; returns the keys written. */
 export async function produceRecords(kafka: Kafka, serde: RecordSerde, topic: string, schema: SchemaName, values: { uuid: string }[], options: { raw?: { key: string; value: Buffer }[] } = {}): Promise<void> {
   const producer = createProducer(kafka, { idempotent: true });
-  await producer.connect();
+  // One partition per send, as the project's producers do (planLanes): a retried send is never written twice.
+  const admin = kafka.admin();
+  await Promise.all([producer.connect(), admin.connect()]);
   try {
+    const partitions = await fetchPartitionCounts(admin, [topic]);
+    const send = (messages: OutboundMessage[]) => sendLanes((topicMessages) => producer.sendBatch({ topicMessages, acks: -1 }), new Map([[topic, messages]]), () => DEFAULT_MAX_MESSAGE_BYTES, (t) => partitions.get(t));
     for (let i = 0; i < values.length; i += 1000) {
       const messages = await Promise.all(values.slice(i, i + 1000).map(async (v) => {
         const enc = await serde.encode(schema, v, topic);
         return { key: v.uuid, value: enc.value, headers: enc.headers };
       }));
-      await producer.send({ topic, acks: -1, messages });
+      await send(messages);
     }
-    if (options.raw?.length) await producer.send({ topic, acks: -1, messages: options.raw });
+    if (options.raw?.length) await send(options.raw.map((m) => ({ ...m, headers: {} })));
   } finally {
-    await producer.disconnect();
+    await Promise.all([producer.disconnect(), admin.disconnect()]);
   }
 }
 

@@ -2,9 +2,9 @@ import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { RecordError } from '../../core/errors.js';
-import { fetchMessageLimits } from '../../kafka/admin.js';
+import { fetchMessageLimits, fetchPartitionCounts } from '../../kafka/admin.js';
 import { createProducer } from '../../kafka/client.js';
-import { largestMessage, messageBytes, planSends, type OutboundMessage } from '../../kafka/send-plan.js';
+import { largestMessage, messageBytes, sendLanes, type OutboundMessage } from '../../kafka/send-plan.js';
 import { SCHEMA_NAMES, type SchemaName } from '../../serde/schemas.js';
 import { cliLogger, connectKafka, type GlobalOptions } from '../common.js';
 
@@ -24,15 +24,16 @@ export function registerProduce(program: Command): void {
       const admin = kafka.admin();
       await admin.connect();
       const limit = (await fetchMessageLimits(admin, [topic]))[topic]!;
+      const partitions = await fetchPartitionCounts(admin, [topic]);
       await admin.disconnect();
       const producer = createProducer(kafka, { idempotent: true });
       await producer.connect();
       const lines = createInterface({ input: opts.file ? createReadStream(opts.file) : process.stdin, crlfDelay: Infinity });
       let n = 0;
       let batch: OutboundMessage[] = [];
-      // Each send fits the topic's max.message.bytes, whatever the records' sizes.
+      // Each send fits the topic's max.message.bytes, whatever the records' sizes, and goes to one partition.
       const flush = async () => {
-        for (const topicMessages of planSends(new Map([[topic, batch]]), () => limit)) await producer.sendBatch({ topicMessages, acks: -1 });
+        await sendLanes((topicMessages) => producer.sendBatch({ topicMessages, acks: -1 }), new Map([[topic, batch]]), () => limit, (t) => partitions.get(t));
         batch = [];
       };
       try {

@@ -92,6 +92,14 @@ export class FakeAdmin {
     this.described.push(...req.resources.map((r) => r.name));
     return { resources: req.resources.map((r) => ({ resourceName: r.name, configEntries: [{ configName: 'max.message.bytes', configValue: '1048588' }] })) };
   }
+  /** Partitions of every topic asked about. */
+  partitions = 3;
+  async listTopics(): Promise<string[]> {
+    return [...this.described];
+  }
+  async fetchTopicMetadata(req: { topics: string[] }) {
+    return { topics: req.topics.map((name) => ({ name, partitions: Array.from({ length: this.partitions }, (_, partitionId) => ({ partitionId })) })) };
+  }
   async fetchOffsets(req: { topics: string[] }) {
     return req.topics.map((topic) => ({ topic, partitions: [...this.committed].map(([partition, offset]) => ({ partition, offset })) }));
   }

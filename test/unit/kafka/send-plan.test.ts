@@ -1,5 +1,6 @@
+import { Partitioners, type TopicMessages } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
-import { largestMessage, messageBytes, planSends, type OutboundMessage } from '../../../src/kafka/send-plan.js';
+import { largestMessage, messageBytes, planLanes, planSends, sendLanes, type OutboundMessage } from '../../../src/kafka/send-plan.js';
 
 const message = (i: number, bytes: number): OutboundMessage => ({ key: `k-${i}`, value: Buffer.alloc(bytes, i % 256), headers: { 'magpie-schema': 'magpie.Conversation' } });
 
@@ -32,5 +33,51 @@ describe('planSends', () => {
 
   it('refuses a single message over the limit, naming the topic', () => {
     expect(() => planSends(new Map([['out', [message(0, 300_000)]]]), () => 200_000)).toThrow(/topic out \(max.message.bytes 200000\)/);
+  });
+});
+
+describe('planLanes', () => {
+  const partitionMetadata = Array.from({ length: 3 }, (_, partitionId) => ({ partitionId, leader: 0, replicas: [], isr: [], partitionErrorCode: 0 }));
+  const kafkajsPartition = (key: string) => Partitioners.DefaultPartitioner()({ topic: 'out', partitionMetadata, message: { key, value: null } });
+
+  it('gives each send one topic-partition, the one kafkajs would pick for the key, in order and within the size limit', () => {
+    const messages = Array.from({ length: 600 }, (_, i) => message(i, 1_000));
+    const lanes = planLanes(new Map([['out', messages], ['rejects', [message(9_999, 10)]]]), () => 200_000, () => 3);
+    expect(lanes.filter((l) => l.topic === 'out').map((l) => l.partition)).toEqual([0, 1, 2]);
+    expect(lanes.filter((l) => l.topic === 'rejects').map((l) => l.partition)).toEqual([kafkajsPartition('k-9999')]);
+    for (const lane of lanes) {
+      for (const send of lane.sends) {
+        expect(send.every((m) => m.partition === lane.partition)).toBe(true);
+        expect(send.reduce((n, m) => n + messageBytes(m as OutboundMessage), 0)).toBeLessThanOrEqual(largestMessage(200_000));
+        if (lane.topic === 'out') for (const m of send) expect(m.partition).toBe(kafkajsPartition(String(m.key)));
+      }
+    }
+    const out = lanes.filter((l) => l.topic === 'out');
+    expect(out.flatMap((l) => l.sends.flat()).length).toBe(600);
+    // Order within a partition is the order given.
+    for (const lane of out) {
+      const keys = lane.sends.flat().map((m) => Number(String(m.key).slice(2)));
+      expect(keys).toEqual([...keys].sort((a, b) => a - b));
+    }
+  });
+
+  it('leaves partitioning to kafkajs for a topic whose partitions are not known', () => {
+    const lanes = planLanes(new Map([['out', [message(1, 10), message(2, 10)]]]), () => 200_000);
+    expect(lanes).toHaveLength(1);
+    expect(lanes[0]!.partition).toBeUndefined();
+    expect(lanes[0]!.sends.flat().every((m) => m.partition === undefined)).toBe(true);
+  });
+
+  it('reports a failed lane only after every lane has settled', async () => {
+    const settled: string[] = [];
+    const send = async ([t]: TopicMessages[]) => {
+      const partition = t!.messages[0]!.partition;
+      if (partition === 0) throw new Error('lane 0 failed');
+      await new Promise((r) => setTimeout(r, 20));
+      settled.push(`p${partition}`);
+    };
+    const messages = Array.from({ length: 60 }, (_, i) => message(i, 10));
+    await expect(sendLanes(send, new Map([['out', messages]]), () => 200_000, () => 3)).rejects.toThrow('lane 0 failed');
+    expect(settled.sort()).toEqual(['p1', 'p2']);
   });
 });
