@@ -425,9 +425,15 @@ export class StageRunner extends EventEmitter {
         log.warn({ err: errorMessage(err), from: group.first.toString(), to: group.next.toString(), attempt, delayMs: delay }, 'commit failed; outputs kept, checking the partition before writing them again');
         await sleep(delay, this.abort.signal);
         const committed = await this.settledPosition(window, log);
-        if (committed >= group.next) {
+        if (committed === group.next) {
           log.info({ committed: committed.toString() }, 'chunk found committed already; not written again');
           return { kind: 'already' };
+        }
+        if (committed > group.next) {
+          // Another owner committed past this group: the window's later chunks are committed too, and this
+          // process, having just fenced in, holds the newest producer, so nothing would stop it writing them again.
+          log.warn({ committed: committed.toString(), to: group.next.toString() }, 'another owner committed past this chunk; dropping the window and fetching again from the committed offset');
+          return { kind: 'reset', offset: committed };
         }
         if (committed !== group.first && committed >= 0n) {
           log.warn({ committed: committed.toString(), expected: group.first.toString() }, 'another owner moved the partition on; dropping the window and fetching again from the committed offset');

@@ -27,8 +27,11 @@ const N = 2_000;
 const rows: FaultRow[] = [];
 const cleanups: (() => Promise<unknown>)[] = [];
 
-/** A pass-through whose batches of 50 take `delayMs`: a fault always finds batches in flight. */
-const slowCopy = (delayMs: number, extra: Record<string, unknown> = {}) => ({ stages: [{ name: 'copy', batchSize: 50, delayMs, sessionTimeoutMs: 6_000, ...extra }] });
+/**
+ * A pass-through whose batches of 50 take `delayMs`, two per partition at once: a fault always finds batches in
+ * flight, and the 2,000 records take seconds (3 partitions × 2 × 50 records per `delayMs`), not a blink.
+ */
+const slowCopy = (delayMs: number, extra: Record<string, unknown> = {}) => ({ stages: [{ name: 'copy', batchSize: 50, window: 2, delayMs, sessionTimeoutMs: 6_000, ...extra }] });
 
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch((err: unknown) => console.warn(`cleanup failed: ${String(err)}`));
@@ -88,13 +91,13 @@ function alive(...processes: StageProcess[]): void {
 
 describe('fault injection (real brokers, real processes)', () => {
   it('(a) kill -9 of a stage process mid-batch, then a restart', async () => {
-    const s = await scenario({ name: 'kill9', brokers: bootstrap, patch: slowCopy(150) });
+    const s = await scenario({ name: 'kill9', brokers: bootstrap, patch: slowCopy(400) });
     alive(await killMidBatchAndRestart(s, 'kill -9 mid-batch + restart'));
   });
 
   it('(b) restart of the broker while a stage runs', async () => {
     const broker = await ownBroker('five-restart');
-    const s = await scenario({ name: 'broker-restart', brokers: broker.bootstrap, patch: slowCopy(100) });
+    const s = await scenario({ name: 'broker-restart', brokers: broker.bootstrap, patch: slowCopy(300) });
     const stage = s.spawn();
     await s.tail.waitFor(N / 4);
     await broker.stop();
@@ -110,7 +113,7 @@ describe('fault injection (real brokers, real processes)', () => {
     const s = await scenario({
       name: 'lose-broker',
       brokers: cluster.bootstrap,
-      patch: { ...slowCopy(100), topics: { replicationFactor: 3, configs: { 'min.insync.replicas': '2' } } },
+      patch: { ...slowCopy(300), topics: { replicationFactor: 3, configs: { 'min.insync.replicas': '2' } } },
     });
     const stage = s.spawn();
     await s.tail.waitFor(N / 4);
@@ -166,7 +169,7 @@ describe('fault injection (real brokers, real processes)', () => {
   });
 
   it('(f) kill -9 of a process mid-chain (two stages chained in memory), then a restart', async () => {
-    const s = await scenario({ name: 'chain-kill9', brokers: bootstrap, topology: 'topologies/test/chain.yaml', sinkStage: 'copy-again', patch: slowCopy(150) });
+    const s = await scenario({ name: 'chain-kill9', brokers: bootstrap, topology: 'topologies/test/chain.yaml', sinkStage: 'copy-again', patch: slowCopy(400) });
     const second = await killMidBatchAndRestart(s, 'kill -9 mid-chain (copy -> copy-again), restart');
     // The topic between the chained stages is never written.
     expect(await countRecords(s.kafka, s.topology.stages[0]!.ports.out!)).toBe(0);

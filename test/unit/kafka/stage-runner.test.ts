@@ -212,6 +212,24 @@ describe('StageRunner', () => {
     expect(keysOf(committer.commits[0]!.byTopic.get('copy.out'))).toEqual(['k2', 'k3']);
   });
 
+  it('after a failed commit, finding another owner committed past the chunk, drops the window instead of writing its later chunks again', async () => {
+    const processor = new ScriptedProcessor(true);
+    const { consumer, committer, admin } = await started(processor);
+    await deliver(consumer, [0, 1, 2, 3]);
+    await until(() => processor.calls.length === 2, 'both chunks are processing');
+    // A zombie's view: another owner took the partition over and committed through offset 4 meanwhile.
+    admin.committed.set(0, '4');
+    committer.failCommits(new Error('producer fenced'));
+    processor.release(0);
+    await until(() => consumer.seeks.length === 1, 'the window is reset to the committed offset', 1_500);
+    // The later chunk, committed by the other owner too, is cancelled, never written.
+    expect(processor.calls[1]!.signal.aborted).toBe(true);
+    await settle();
+    expect(consumer.seeks).toEqual([{ partition: 0, offset: '4' }]);
+    expect(committer.commits).toHaveLength(0);
+    expect(committer.calls.filter((c) => c.startsWith('commit'))).toHaveLength(1);
+  });
+
   it('replaces a consumer kafkajs gave up on (coordinator unreachable past its retries): chunks in flight go on, re-deliveries are skipped', async () => {
     const processor = new ScriptedProcessor(true);
     const { runner, consumer, consumers, committer } = await started(processor);
