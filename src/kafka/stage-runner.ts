@@ -268,7 +268,9 @@ export class StageRunner extends EventEmitter {
       if (assigned.has(partition)) continue;
       window.close('partition assigned to another member');
       this.windows.delete(partition);
-      this.backpressured.delete(partition);
+      // kafkajs keeps a partition's pause across rebalances: paused for backpressure, lost and given back
+      // later, it would never be fetched again (no batch, so no window to resume it).
+      if (this.backpressured.delete(partition)) this.consumer?.resume([{ topic: this.options.input, partitions: [partition] }]);
       this.log.info({ partition }, 'partition revoked; its work in flight is abandoned');
     }
     this.log.info({ assignment }, 'joined group');

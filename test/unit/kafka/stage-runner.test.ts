@@ -230,6 +230,18 @@ describe('StageRunner', () => {
     expect(committer.calls.filter((c) => c.startsWith('commit'))).toHaveLength(1);
   });
 
+  it('resumes a partition it paused when the group takes it away, so it is fetched again if it comes back', async () => {
+    const processor = new ScriptedProcessor(true);
+    const { consumer } = await started(processor, { window: 1 });
+    await deliver(consumer, range(0, 2 + 2 * BUFFERED_PER_SLOT));
+    expect(consumer.flow).toEqual(['pause 0']);
+    consumer.assign(INPUT, [1]);
+    expect(consumer.flow).toEqual(['pause 0', 'resume 0']);
+    consumer.assign(INPUT, [0, 1]);
+    await deliver(consumer, [0, 1]);
+    await until(() => processor.calls.length === 2, 'the partition given back is processed again');
+  });
+
   it('replaces a consumer kafkajs gave up on (coordinator unreachable past its retries): chunks in flight go on, re-deliveries are skipped', async () => {
     const processor = new ScriptedProcessor(true);
     const { runner, consumer, consumers, committer } = await started(processor);
