@@ -46,7 +46,7 @@ export function makeConversation(i: number, instruction = `Test instruction numb
 }
 
 /** Encodes and writes values in batches; returns the keys written. */
-export async function produceRecords(kafka: Kafka, serde: RecordSerde, topic: string, schema: SchemaName, values: { uuid: string }[], options: { raw?: { key: string; value: Buffer }[] } = {}): Promise<void> {
+export async function produceRecords(kafka: Kafka, serde: RecordSerde, topic: string, schema: SchemaName, values: { uuid: string }[], options: { raw?: { key: string; value: Buffer; headers?: Record<string, string> }[] } = {}): Promise<void> {
   const producer = createProducer(kafka, { idempotent: true });
   // One partition per send, as the project's producers do (planLanes): a retried send is never written twice.
   const admin = kafka.admin();
@@ -61,7 +61,7 @@ export async function produceRecords(kafka: Kafka, serde: RecordSerde, topic: st
       }));
       await send(messages);
     }
-    if (options.raw?.length) await send(options.raw.map((m) => ({ ...m, headers: {} })));
+    if (options.raw?.length) await send(options.raw.map((m) => ({ ...m, headers: m.headers ?? {} })));
   } finally {
     await Promise.all([producer.disconnect(), admin.disconnect()]);
   }

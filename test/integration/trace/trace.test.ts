@@ -26,7 +26,7 @@ describe('trace a record across stages (real broker)', () => {
     const good = [makeInstruction(1), makeInstruction(2), makeInstruction(3)];
     const broken = makeInstruction(4).uuid;
     const valid = await serde.encode('magpie.Instruction', good[0]!, stage.input!);
-    await produceRecords(kafka, serde, stage.input!, 'magpie.Instruction', good, { raw: [{ key: broken, value: Buffer.from('not avro at all'), headers: valid.headers } as never] });
+    await produceRecords(kafka, serde, stage.input!, 'magpie.Instruction', good, { raw: [{ key: broken, value: Buffer.from('not avro at all'), headers: valid.headers }] });
     await eventually(async () => (await readAll<Instruction>(kafka, serde, stage.ports.out!, 'magpie.Instruction')).length === good.length, 60_000, 1_000);
 
     const hops = await traceRecord(kafka, serde, topology, good[1]!.uuid);
