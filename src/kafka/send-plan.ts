@@ -87,7 +87,7 @@ export function planLanes(byTopic: ReadonlyMap<string, OutboundMessage[]>, limit
   for (const [topic, messages] of byTopic) {
     const count = partitionsOf(topic);
     if (count === undefined) {
-      for (const send of planSends(new Map([[topic, messages]]), limitOf)) lanes.push({ topic, partition: undefined, sends: [send[0]!.messages] });
+      lanes.push({ topic, partition: undefined, sends: planSends(new Map([[topic, messages]]), limitOf).map((send) => send[0]!.messages) });
       continue;
     }
     const partitioner = Partitioners.DefaultPartitioner();

@@ -61,11 +61,14 @@ describe('planLanes', () => {
     }
   });
 
-  it('leaves partitioning to kafkajs for a topic whose partitions are not known', () => {
-    const lanes = planLanes(new Map([['out', [message(1, 10), message(2, 10)]]]), () => 200_000);
+  it('leaves partitioning to kafkajs for a topic whose partitions are not known, its sends one after another in order', () => {
+    const messages = Array.from({ length: 600 }, (_, i) => message(i, 1_000));
+    const lanes = planLanes(new Map([['out', messages]]), () => 200_000);
     expect(lanes).toHaveLength(1);
     expect(lanes[0]!.partition).toBeUndefined();
+    expect(lanes[0]!.sends.length).toBeGreaterThan(1);
     expect(lanes[0]!.sends.flat().every((m) => m.partition === undefined)).toBe(true);
+    expect(lanes[0]!.sends.flat().map((m) => m.key)).toEqual(messages.map((m) => m.key));
   });
 
   it('reports a failed lane only after every lane has settled', async () => {
