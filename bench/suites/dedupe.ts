@@ -90,7 +90,7 @@ function exactBatchJob(vectors: Float32Array, count: number): { duplicate: Uint8
   return { duplicate, rate: (count * 1000) / (performance.now() - t) };
 }
 
-async function compare(ctx: BenchContext, kind: Kind, count: number): Promise<{ measurement: Measurement; delay: ReturnType<typeof monitorEventLoopDelay>; vectors: Float32Array }> {
+async function compare(ctx: BenchContext, kind: Kind, count: number): Promise<{ measurement: Measurement; delay: ReturnType<typeof monitorEventLoopDelay>; vectors: Float32Array; count: number }> {
   const { vectors, copyOf } = dataset(kind, count);
   const planted = copyOf.filter((c) => c >= 0).length;
   const stream = await streaming(ctx, vectors, count);
@@ -110,6 +110,7 @@ async function compare(ctx: BenchContext, kind: Kind, count: number): Promise<{ 
     }),
     delay: stream.delay,
     vectors,
+    count,
   };
 }
 
@@ -129,8 +130,7 @@ export const dedupeSuite: Suite = {
     }
 
     // The same searches and inserts on the event loop, one record at a time (the stage before its worker thread).
-    const { vectors } = first!;
-    const count = Number(first!.measurement.details!['records']);
+    const { vectors, count } = first!;
     const inThreadDelay = monitorEventLoopDelay({ resolution: 5 });
     inThreadDelay.enable();
     const inThread = new NeighborIndex(DIMENSIONS);

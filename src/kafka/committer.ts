@@ -1,4 +1,4 @@
-import type { Kafka, Producer, TopicMessages } from 'kafkajs';
+import type { Kafka, Producer } from 'kafkajs';
 import type { Logger } from '../core/logger.js';
 import { createProducer } from './client.js';
 import { sendLanes, type OutboundMessage, type PartitionsOf } from './send-plan.js';
@@ -37,10 +37,6 @@ export interface CommitterOptions {
   partitionsOf?: PartitionsOf;
   /** Transaction timeout: how long read_committed consumers wait on a transaction left open by a crash. */
   transactionTimeoutMs?: number;
-}
-
-async function sendAll(send: (topicMessages: TopicMessages[]) => Promise<unknown>, byTopic: ReadonlyMap<string, OutboundMessage[]>, options: CommitterOptions): Promise<void> {
-  await sendLanes(send, byTopic, options.limitOf, options.partitionsOf);
 }
 
 /**
@@ -101,7 +97,7 @@ export class TransactionalCommitter implements Committer {
     const producer = await entry;
     const txn = await producer.transaction();
     try {
-      await sendAll((topicMessages) => txn.sendBatch({ topicMessages, acks: -1 }), req.byTopic, this.options);
+      await sendLanes((topicMessages) => txn.sendBatch({ topicMessages, acks: -1 }), req.byTopic, this.options.limitOf, this.options.partitionsOf);
       if (req.input) {
         const { groupId, topic, partition, nextOffset } = req.input;
         await txn.sendOffsets({ consumerGroupId: groupId, topics: [{ topic, partitions: [{ partition, offset: nextOffset }] }] });
@@ -143,7 +139,7 @@ export class AtLeastOnceCommitter implements Committer {
         return producer;
       })();
       const producer = await this.producer;
-      await sendAll((topicMessages) => producer.sendBatch({ topicMessages, acks: -1 }), req.byTopic, this.options);
+      await sendLanes((topicMessages) => producer.sendBatch({ topicMessages, acks: -1 }), req.byTopic, this.options.limitOf, this.options.partitionsOf);
     }
     if (req.input) await commitOffsets(req.input);
   }

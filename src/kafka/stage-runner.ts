@@ -431,14 +431,10 @@ export class StageRunner extends EventEmitter {
           log.info({ committed: committed.toString() }, 'chunk found committed already; not written again');
           return { kind: 'already' };
         }
-        if (committed > group.next) {
-          // Another owner committed past this group: the window's later chunks are committed too, and this
-          // process, having just fenced in, holds the newest producer, so nothing would stop it writing them again.
-          log.warn({ committed: committed.toString(), to: group.next.toString() }, 'another owner committed past this chunk; dropping the window and fetching again from the committed offset');
-          return { kind: 'reset', offset: committed };
-        }
+        // Anywhere else, another owner moved the partition on, perhaps past chunks still in this window: having just
+        // fenced in, this process holds the newest producer, so nothing but this would stop it writing them again.
         if (committed !== group.first && committed >= 0n) {
-          log.warn({ committed: committed.toString(), expected: group.first.toString() }, 'another owner moved the partition on; dropping the window and fetching again from the committed offset');
+          log.warn({ committed: committed.toString(), from: group.first.toString(), to: group.next.toString() }, 'another owner moved the partition on; dropping the window and fetching again from the committed offset');
           return { kind: 'reset', offset: committed };
         }
       }

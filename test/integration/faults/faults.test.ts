@@ -191,7 +191,7 @@ describe('fault injection (real brokers, real processes)', () => {
     await finish(s, 'instance frozen 6 s+ (zombie), resumed', liftedAt);
     const refused = a.lines.filter((l) => l.msg.startsWith('commit failed; outputs kept')).length;
     const abandoned = a.lines.filter((l) => l.msg === 'partition revoked; its work in flight is abandoned').length;
-    const reset = a.lines.filter((l) => l.msg.startsWith('another owner')).length;
+    const reset = a.lines.filter((l) => l.msg.startsWith('another owner moved the partition on')).length;
     rows.at(-1)!.note = `zombie: ${refused} commits refused, ${abandoned} partitions abandoned, ${reset} windows reset to the successor's position`;
     alive(a, b);
   });
