@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import avro from 'avsc';
 import { pino } from 'pino';
-import { DEFAULT_NEIGHBOR_INDEX, NeighborIndex, type Quantization } from '../../src/embedding/neighbor-index.js';
+import { DEFAULT_NEIGHBOR_INDEX, NeighborIndex, RECALL_FIRST_NEIGHBOR_INDEX, type NeighborIndexConfig } from '../../src/embedding/neighbor-index.js';
 import { createEmbedder, magpieCacheDir } from '../../src/embedding/transformers.js';
 import { DEFAULT_DUPLICATE_THRESHOLD, nearDuplicate, NearDuplicateFilter } from '../../src/processors/near-duplicate.js';
 import type { StageContext, StateRestorer } from '../../src/processors/stage.js';
@@ -216,8 +216,16 @@ async function recall(ctx: BenchContext): Promise<Measurement[]> {
   });
   const out: Measurement[] = [];
   const f32Bytes: number[] = [];
-  for (const quantization of ['f32', 'f16', 'i8'] as Quantization[]) {
-    const index = new NeighborIndex(DIMENSIONS, { connectivity: 32, expansionAdd: 128, expansionSearch: 256, quantization });
+  // The default settings at each storage width, then the former recall-first settings for comparison.
+  const settings: [string, NeighborIndexConfig][] = [
+    ['f32', DEFAULT_NEIGHBOR_INDEX],
+    ['f16', { ...DEFAULT_NEIGHBOR_INDEX, quantization: 'f16' }],
+    ['i8', { ...DEFAULT_NEIGHBOR_INDEX, quantization: 'i8' }],
+    ['f32, recall-first settings (connectivity 32, expansion 128/256)', RECALL_FIRST_NEIGHBOR_INDEX],
+  ];
+  for (const [label, config] of settings) {
+    const quantization = config.quantization;
+    const index = new NeighborIndex(DIMENSIONS, config);
     let hits = 0;
     let agree = 0;
     for (let i = 0; i < count; i++) {
@@ -236,10 +244,10 @@ async function recall(ctx: BenchContext): Promise<Measurement[]> {
     rmSync(dir, { recursive: true, force: true });
     if (quantization === 'f32') f32Bytes.push(bytes);
     const r = hits / (count - 1);
-    ctx.progress(`dedupe-state: ${quantization} recall@1 ${r.toFixed(4)}, duplicate decisions agree with exact ${(agree / (count - 1)).toFixed(4)}, ${(bytes / count).toFixed(0)} bytes/entry`);
+    ctx.progress(`dedupe-state: ${label} recall@1 ${r.toFixed(4)}, duplicate decisions agree with exact ${(agree / (count - 1)).toFixed(4)}, ${(bytes / count).toFixed(0)} bytes/entry`);
     out.push(
-      measurement('dedupe-state', `recall@1 vs exact, MiniLM embeddings of ${count} generated instructions, ${quantization}`, r, 'recall', undefined, {
-        quantization,
+      measurement('dedupe-state', `recall@1 vs exact, MiniLM embeddings of ${count} generated instructions, ${label}`, r, 'recall', undefined, {
+        ...config,
         decisionsAgreeWithExact: Number((agree / (count - 1)).toFixed(4)),
         indexBytesPerEntry: Math.round(bytes / count),
         indexSizeVsF32: Number((bytes / f32Bytes[0]!).toFixed(3)),

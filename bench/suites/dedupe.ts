@@ -1,12 +1,16 @@
+import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { join, resolve } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { exactSearch, MetricKind } from 'usearch';
-import { NeighborIndex } from '../../src/embedding/neighbor-index.js';
+import { DEFAULT_NEIGHBOR_INDEX, NeighborIndex, RECALL_FIRST_NEIGHBOR_INDEX, type NeighborIndexConfig } from '../../src/embedding/neighbor-index.js';
 import { DEFAULT_DUPLICATE_THRESHOLD, NearDuplicateFilter, nearDuplicate } from '../../src/processors/near-duplicate.js';
 import type { InputRecord, StageContext } from '../../src/processors/stage.js';
 import type { Conversation } from '../../src/serde/records.generated.js';
 import { makeConversation } from '../../test/support/records.js';
-import { measurement, randomUnitVectors, subspaceUnitVectors, type BenchContext, type Measurement, type Suite } from '../lib/harness.js';
+import { createEmbedder, magpieCacheDir } from '../../src/embedding/transformers.js';
+import { englishSentences } from '../lib/corpus.js';
+import { measurement, median, randomUnitVectors, subspaceUnitVectors, type BenchContext, type Measurement, type Suite } from '../lib/harness.js';
 
 const DIMENSIONS = 384;
 /** Share of records that are a light rewording (cosine distance ≈ 0.04) of an earlier one. */
@@ -16,16 +20,33 @@ const BATCH = 100;
 /** Unit vectors of 384 dimensions as the stage meets them. */
 interface Kind {
   label: string;
-  vectors: (count: number, seed: number) => Float32Array;
+  vectors: (ctx: BenchContext, count: number, seed: number) => Float32Array | Promise<Float32Array>;
 }
 /** Uniformly random directions: the worst case for HNSW (no neighbourhood structure to exploit). */
-const UNIFORM: Kind = { label: 'uniformly random 384-d vectors', vectors: (n, seed) => randomUnitVectors(n, DIMENSIONS, seed) };
+const UNIFORM: Kind = { label: 'uniformly random 384-d vectors', vectors: (_, n, seed) => randomUnitVectors(n, DIMENSIONS, seed) };
 /** Sentence embeddings have a low intrinsic dimension; the neighbour benchmarks use the same model of them. */
-const SUBSPACE: Kind = { label: 'vectors in a random 16-d subspace (like sentence embeddings)', vectors: (n, seed) => subspaceUnitVectors(n, DIMENSIONS, 16, seed) };
+const SUBSPACE: Kind = { label: 'vectors in a random 16-d subspace (like sentence embeddings)', vectors: (_, n, seed) => subspaceUnitVectors(n, DIMENSIONS, 16, seed) };
+/** What the stage sees in production: MiniLM embeddings of real English sentences (bench/lib/corpus.ts). */
+const MINILM: Kind = { label: 'MiniLM embeddings of real English sentences', vectors: (ctx, n) => miniLmVectors(ctx, n) };
+
+async function miniLmVectors(ctx: BenchContext, count: number): Promise<Float32Array> {
+  const folder = resolve(process.env.MAGPIE_EMBED_MODEL_DIR ?? join(magpieCacheDir(), 'models', 'all-MiniLM-L6-v2'));
+  if (!existsSync(join(folder, 'onnx', 'model_quantized.onnx'))) throw new Error(`no model at ${folder}: run \`npm run fetch-models\` first`);
+  const texts = englishSentences(count);
+  ctx.progress(`dedupe: embedding ${count} sentences with MiniLM`);
+  const embedder = await createEmbedder({ model: 'sentence-transformers/all-MiniLM-L6-v2', localPath: folder, dtype: 'q8', pooling: 'mean', batchSize: 32 });
+  try {
+    const out = new Float32Array(count * DIMENSIONS);
+    (await embedder.embed(texts)).forEach((v, i) => out.set(v, i * DIMENSIONS));
+    return out;
+  } finally {
+    await embedder.close();
+  }
+}
 
 /** Unit vectors with planted near-duplicates; `copyOf[i]` is the earlier record i rewords, or -1. */
-function dataset(kind: Kind, count: number): { vectors: Float32Array; copyOf: Int32Array } {
-  const vectors = kind.vectors(count, 5);
+async function dataset(ctx: BenchContext, kind: Kind, count: number): Promise<{ vectors: Float32Array; copyOf: Int32Array }> {
+  const vectors = await kind.vectors(ctx, count, 5);
   const noise = randomUnitVectors(count, DIMENSIONS, 6);
   const copyOf = new Int32Array(count).fill(-1);
   let seed = 12345;
@@ -47,28 +68,62 @@ function dataset(kind: Kind, count: number): { vectors: Float32Array; copyOf: In
 }
 
 /** The stage's processor on batches, as the runner calls it (no Kafka): which records it marks duplicate, and its rate. */
-async function streaming(ctx: BenchContext, vectors: Float32Array, count: number): Promise<{ duplicate: Uint8Array; rate: number; delay: ReturnType<typeof monitorEventLoopDelay> }> {
+async function streaming(ctx: BenchContext, vectors: Float32Array, count: number, index: NeighborIndexConfig = DEFAULT_NEIGHBOR_INDEX): Promise<{ duplicate: Uint8Array; nearest: Float64Array; rate: number; delay: ReturnType<typeof monitorEventLoopDelay> }> {
   const records: InputRecord<Conversation>[] = Array.from({ length: count }, (_, i) => ({
     value: { ...makeConversation(i), embedding: Array.from(vectors.subarray(i * DIMENSIONS, (i + 1) * DIMENSIONS)), embedding_model: 'bench' },
     key: null, headers: {}, topic: 'bench', partition: 0, offset: String(i), timestamp: '0',
   }));
-  const stage = new NearDuplicateFilter(nearDuplicate.config.parse({}));
+  const stage = new NearDuplicateFilter(nearDuplicate.config.parse({ index }));
   const stageCtx = { logger: ctx.logger, signal: new AbortController().signal, heartbeat: async () => undefined } satisfies StageContext;
   // How long other work in the process (heartbeats, other stages) waits for the event loop meanwhile.
   const delay = monitorEventLoopDelay({ resolution: 5 });
   delay.enable();
   const t = performance.now();
   const duplicate = new Uint8Array(count);
+  const nearest = new Float64Array(count).fill(Infinity);
   for (let start = 0; start < count; start += BATCH) {
     const outcomes = await stage.process(records.slice(start, start + BATCH), stageCtx);
     outcomes.forEach((o, j) => {
-      if (o.kind === 'emit' && (o.records[0]!.value as Conversation).is_duplicate) duplicate[start + j] = 1;
+      if (o.kind !== 'emit') return;
+      const c = o.records[0]!.value as Conversation;
+      if (c.is_duplicate) duplicate[start + j] = 1;
+      if (c.min_neighbor_distance !== null) nearest[start + j] = c.min_neighbor_distance;
     });
   }
   const rate = (count * 1000) / (performance.now() - t);
   delay.disable();
   await stage.close();
-  return { duplicate, rate, delay };
+  return { duplicate, nearest, rate, delay };
+}
+
+/**
+ * The exact cosine distance from each vector to its nearest earlier one (Infinity for the first), block by block:
+ * a block's rows are searched among every row up to the block's end, asking for one more than the block holds,
+ * so that the nearest earlier row is always among the answers.
+ */
+function exactNearestEarlier(vectors: Float32Array, count: number): Float64Array {
+  const out = new Float64Array(count).fill(Infinity);
+  for (let start = 0; start < count; start += BATCH) {
+    const end = Math.min(count, start + BATCH);
+    const k = Math.min(end, end - start + 1);
+    // usearch's exactSearch reads a typed array from the start of its buffer: the queries are copied out.
+    const m = exactSearch(vectors.subarray(0, end * DIMENSIONS), vectors.slice(start * DIMENSIONS, end * DIMENSIONS), DIMENSIONS, k, MetricKind.Cos, availableParallelism());
+    if (!('counts' in m)) continue;
+    for (let i = start; i < end; i++) {
+      const r = i - start;
+      for (let j = 0; j < Number(m.counts[r]); j++) {
+        if (Number(m.keys[r * k + j]) < i) out[i] = Math.min(out[i]!, m.distances[r * k + j]!);
+      }
+    }
+  }
+  return out;
+}
+
+/** Share of records after the first whose nearest earlier neighbour the stage found: recall@1 against exact search. */
+function recallAt1(found: Float64Array, exact: Float64Array): number {
+  let hits = 0;
+  for (let i = 1; i < found.length; i++) if (found[i]! <= exact[i]! + 1e-5) hits++;
+  return hits / (found.length - 1);
 }
 
 /**
@@ -90,28 +145,56 @@ function exactBatchJob(vectors: Float32Array, count: number): { duplicate: Uint8
   return { duplicate, rate: (count * 1000) / (performance.now() - t) };
 }
 
-async function compare(ctx: BenchContext, kind: Kind, count: number): Promise<{ measurement: Measurement; delay: ReturnType<typeof monitorEventLoopDelay>; vectors: Float32Array; count: number }> {
-  const { vectors, copyOf } = dataset(kind, count);
+/** Rounds of each side at sizes where a round takes seconds: the machine is shared, so medians of alternating rounds. */
+const ROUNDS = 3;
+
+interface Compared {
+  measurements: Measurement[];
+  delay: ReturnType<typeof monitorEventLoopDelay>;
+  vectors: Float32Array;
+  count: number;
+}
+
+/**
+ * The stage with the default settings (and, with `recallFirst`, the former recall-first settings) against the
+ * exact batch job on the same vectors, in alternating rounds; rates are medians.
+ */
+async function compare(ctx: BenchContext, kind: Kind, count: number, recallFirst: boolean): Promise<Compared> {
+  const { vectors, copyOf } = await dataset(ctx, kind, count);
   const planted = copyOf.filter((c) => c >= 0).length;
-  const stream = await streaming(ctx, vectors, count);
-  const batch = exactBatchJob(vectors, count);
+  const rounds = count <= 10_000 ? ROUNDS : 1;
+  const settings: [string, NeighborIndexConfig][] = [['default settings', DEFAULT_NEIGHBOR_INDEX]];
+  if (recallFirst) settings.push(['recall-first settings (connectivity 32, expansion 128/256)', RECALL_FIRST_NEIGHBOR_INDEX]);
+  const streams = settings.map(() => [] as Awaited<ReturnType<typeof streaming>>[]);
+  const batches: ReturnType<typeof exactBatchJob>[] = [];
+  for (let round = 0; round < rounds; round++) {
+    for (const [j, [, index]] of settings.entries()) streams[j]!.push(await streaming(ctx, vectors, count, index));
+    batches.push(exactBatchJob(vectors, count));
+  }
+  const batchRate = median(batches.map((b) => b.rate));
+  const batch = batches[0]!;
+  const exactNearest = exactNearestEarlier(vectors, count);
   const caught = (flags: Uint8Array) => copyOf.reduce((n, c, i) => n + (c >= 0 && flags[i] ? 1 : 0), 0) / planted;
-  const agree = stream.duplicate.reduce((n, f, i) => n + (f === batch.duplicate[i] ? 1 : 0), 0) / count;
   const k = `${count / 1000}k`;
-  ctx.progress(`dedupe ${k}, ${kind.label}: stream ${stream.rate.toFixed(0)} records/s, batch ${batch.rate.toFixed(0)} records/s; planted duplicates caught ${caught(stream.duplicate).toFixed(3)} vs ${caught(batch.duplicate).toFixed(3)}; decisions agree ${agree.toFixed(4)}`);
-  return {
-    measurement: measurement('dedupe', `near-duplicate stage (streaming HNSW), ${k} records, ${kind.label}`, stream.rate, 'records/s', { name: `exact batch job (${availableParallelism()} threads)`, value: batch.rate }, {
+  const measurements = settings.map(([label, index], j) => {
+    const stream = streams[j]![0]!;
+    const rate = median(streams[j]!.map((s) => s.rate));
+    const agree = stream.duplicate.reduce((n, f, i) => n + (f === batch.duplicate[i] ? 1 : 0), 0) / count;
+    const recall = recallAt1(stream.nearest, exactNearest);
+    ctx.progress(`dedupe ${k}, ${kind.label}, ${label}: stream ${rate.toFixed(0)} records/s (${streams[j]!.map((s) => s.rate.toFixed(0)).join(', ')}), batch ${batchRate.toFixed(0)} records/s (${batches.map((b) => b.rate.toFixed(0)).join(', ')}); planted duplicates caught ${caught(stream.duplicate).toFixed(3)} vs ${caught(batch.duplicate).toFixed(3)}; decisions agree ${agree.toFixed(4)}; recall@1 ${recall.toFixed(4)}`);
+    return measurement('dedupe', `near-duplicate stage (streaming HNSW, ${label}), ${k} records, ${kind.label}`, rate, 'records/s', { name: `exact batch job (${availableParallelism()} threads)`, value: batchRate }, {
       records: count,
+      rounds,
       plantedDuplicates: planted,
       caughtByStage: Number(caught(stream.duplicate).toFixed(4)),
       caughtByBatch: Number(caught(batch.duplicate).toFixed(4)),
       decisionsAgree: Number(agree.toFixed(4)),
+      recallAt1: Number(recall.toFixed(4)),
       threshold: DEFAULT_DUPLICATE_THRESHOLD,
-    }),
-    delay: stream.delay,
-    vectors,
-    count,
-  };
+      index,
+    });
+  });
+  return { measurements, delay: streams[0]![0]!.delay, vectors, count };
 }
 
 export const dedupeSuite: Suite = {
@@ -120,13 +203,13 @@ export const dedupeSuite: Suite = {
   async run(ctx: BenchContext): Promise<Measurement[]> {
     // The exact job's work grows with the square of the records, the stage's about linearly: the ratio depends on
     // the size, so it is measured at more than one, and on vectors with and without neighbourhood structure.
-    const cases: [Kind, number][] = ctx.quick ? [[UNIFORM, 3_000]] : [[UNIFORM, 10_000], [SUBSPACE, 10_000], [SUBSPACE, 30_000]];
+    const cases: [Kind, number][] = ctx.quick ? [[UNIFORM, 3_000]] : [[MINILM, 10_000], [UNIFORM, 10_000], [SUBSPACE, 30_000]];
     const out: Measurement[] = [];
-    let first: Awaited<ReturnType<typeof compare>> | undefined;
+    let first: Compared | undefined;
     for (const [kind, count] of cases) {
-      const c = await compare(ctx, kind, count);
+      const c = await compare(ctx, kind, count, first === undefined);
+      out.push(...c.measurements);
       first ??= c;
-      out.push(c.measurement);
     }
 
     // The same searches and inserts on the event loop, one record at a time (the stage before its worker thread).

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { NeighborIndex } from '../../../src/embedding/neighbor-index.js';
+import { NeighborIndex, RECALL_FIRST_NEIGHBOR_INDEX } from '../../../src/embedding/neighbor-index.js';
 import { randomUnitVector, seededRandom } from '../processors/harness.js';
 
 function cosineDistance(a: Float32Array, b: Float32Array): number {
@@ -15,12 +15,12 @@ function bruteForce(vectors: Float32Array[], n: number, query: Float32Array, k: 
   return { top: all.slice(0, k).map((n) => n.seq), within: all.filter((n) => n.distance <= threshold).length };
 }
 
-describe('NeighborIndex (default settings) against brute force', () => {
-  it('finds the exact top-5 for every query while 3,000 random vectors are inserted one by one', { timeout: 60_000 }, () => {
+describe('NeighborIndex against brute force', () => {
+  it('with the recall-first settings, finds the exact top-5 for every query while 3,000 random vectors are inserted one by one', { timeout: 60_000 }, () => {
     const dims = 64;
     const random = seededRandom(7);
     const vectors = Array.from({ length: 3000 }, () => randomUnitVector(random, dims));
-    const index = new NeighborIndex(dims);
+    const index = new NeighborIndex(dims, RECALL_FIRST_NEIGHBOR_INDEX);
     let mismatches = 0;
     for (let i = 0; i < vectors.length; i++) {
       if (i > 0) {
@@ -34,7 +34,7 @@ describe('NeighborIndex (default settings) against brute force', () => {
     expect(index.size).toBe(3000);
   });
 
-  it('counts every vector within the threshold, widening past k, on clustered near-duplicates', { timeout: 60_000 }, () => {
+  it('with the default settings, counts every vector within the threshold, widening past k, on clustered near-duplicates', { timeout: 60_000 }, () => {
     const dims = 64;
     const random = seededRandom(11);
     const centres = Array.from({ length: 40 }, () => randomUnitVector(random, dims));
