@@ -54,6 +54,14 @@ export function messageLimit(target: Pick<RouteTarget, 'messageLimits'>, topic: 
   return target.messageLimits?.[topic] ?? DEFAULT_MAX_MESSAGE_BYTES;
 }
 
+/**
+ * What a committer asks of a target's output topics: each one's size limit and partition count, read from the
+ * target when a send is planned (the runner fills both in at start).
+ */
+export function outputTopics(target: Pick<RouteTarget, 'messageLimits' | 'partitionCounts'>): { limitOf: (topic: string) => number; partitionsOf: (topic: string) => number | undefined } {
+  return { limitOf: (topic) => messageLimit(target, topic), partitionsOf: (topic) => target.partitionCounts?.get(topic) };
+}
+
 export type ProcessFn<I, O> = (batch: InputRecord<I>[], ctx: StageContext) => Promise<Outcome<O>[]>;
 
 export function headersToStrings(headers: Record<string, Buffer | string | (Buffer | string)[] | undefined> | undefined): Record<string, string> {

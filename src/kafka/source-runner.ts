@@ -11,7 +11,7 @@ import { fetchMessageLimits, fetchPartitionCounts, LazyAdmin } from './admin.js'
 import { BacklogGate, type BacklogBound } from './backlog-gate.js';
 import { AtLeastOnceCommitter, TransactionalCommitter, type Committer } from './committer.js';
 import { portRestorer } from './restore.js';
-import { messageLimit, OutcomeRouter, type RouteTarget } from './route.js';
+import { OutcomeRouter, outputTopics, type RouteTarget } from './route.js';
 import type { OutboundMessage } from './send-plan.js';
 
 /** A newer producer of the same transactional id exists (kafkajs names the error by its protocol type). */
@@ -89,11 +89,9 @@ export class SourceRunner extends EventEmitter {
     target.partitionCounts = await fetchPartitionCounts(await this.admin.get(), outputs);
     // Only the backlog bound reads the broker while the source runs.
     if (!this.gate) await this.admin.close();
-    const limitOf = (topic: string) => messageLimit(target, topic);
-    const partitionsOf = (topic: string) => target.partitionCounts?.get(topic);
     this.committer = this.options.committer ?? (exactlyOnce
-      ? new TransactionalCommitter(kafka, this.options.transactionalIdPrefix, this.log, { limitOf, partitionsOf, transactionTimeoutMs: this.options.transactionTimeoutMs ?? 30_000 })
-      : new AtLeastOnceCommitter(kafka, { limitOf, partitionsOf }));
+      ? new TransactionalCommitter(kafka, this.options.transactionalIdPrefix, this.log, { ...outputTopics(target), transactionTimeoutMs: this.options.transactionTimeoutMs ?? 30_000 })
+      : new AtLeastOnceCommitter(kafka, outputTopics(target)));
     // An exclusive source's fence also completes the transaction its predecessor left open, so the state read
     // below sees everything committed and waits on nothing.
     await this.committer.fence(this.writer);

@@ -12,7 +12,7 @@ import { groupOffsets } from './consumer-lag.js';
 import { isInferredRefusal, KafkaAccessError } from './auth-errors.js';
 import { AtLeastOnceCommitter, TransactionalCommitter, type Committer } from './committer.js';
 import { PartitionWindow, type CommitGroup, type CommitResult } from './partition-window.js';
-import { headersToStrings, messageLimit, routeChain, type ChainLink, type RawRecord, type RouteTarget, type RoutedBatch } from './route.js';
+import { headersToStrings, outputTopics, routeChain, type ChainLink, type RawRecord, type RouteTarget, type RoutedBatch } from './route.js';
 import { portRestorer } from './restore.js';
 import { WindowTrace } from './window-trace.js';
 
@@ -109,11 +109,9 @@ export class StageRunner extends EventEmitter {
     this.admin = new LazyAdmin(options.kafka);
     this.restorer = portRestorer(options.kafka, options.serde, options.target, this.log);
     // The limits are read from the broker at start (into target.messageLimits, shared by the chain's stages).
-    const limitOf = (topic: string) => messageLimit(options.target, topic);
-    const partitionsOf = (topic: string) => options.target.partitionCounts?.get(topic);
     this.committer =
       options.committer ??
-      (options.exactlyOnce ? new TransactionalCommitter(options.kafka, options.groupId, this.log, { limitOf, partitionsOf }) : new AtLeastOnceCommitter(options.kafka, { limitOf, partitionsOf }));
+      (options.exactlyOnce ? new TransactionalCommitter(options.kafka, options.groupId, this.log, outputTopics(options.target)) : new AtLeastOnceCommitter(options.kafka, outputTopics(options.target)));
     const breaker = new CircuitBreaker(options.circuitBreaker ?? DEFAULT_CIRCUIT_BREAKER);
     breaker.on('state', (change: CircuitStateChange) => this.onCircuit(options.target.name, change));
     options.metrics.watchCircuit(options.target.name, breaker);
