@@ -44,6 +44,8 @@ export interface GraphStage {
   readonly window: number | undefined;
   readonly concurrency: number;
   readonly exactlyOnce: boolean;
+  /** Its output is read outside the topology: the last stage's, or one declared with `sink: true`. */
+  readonly sink: boolean;
 }
 
 /** What leaves a stage: its main output, an extra output of its type, or a failure output every stage has. */
@@ -90,7 +92,7 @@ export function buildGraph(topology: Topology): TopologyGraph {
     if (!t) topics.set(name, (t = { name, partitions, compacted, writers: [], readers: [] }));
     return t;
   };
-  const nodes = topology.stages.map((stage): GraphStage => {
+  const nodes = topology.stages.map((stage, i): GraphStage => {
     if (stage.input) topic(stage.input, topology.topics.partitions).readers.push({ stage: stage.name, schema: stage.inputSchema! });
     const ports: GraphPort[] = [];
     const stores: StateStore[] = [];
@@ -116,6 +118,7 @@ export function buildGraph(topology: Topology): TopologyGraph {
       window: stage.definition.kind === 'source' ? undefined : stores.length > 0 ? 1 : stage.window,
       concurrency: stage.concurrency,
       exactlyOnce: stage.exactlyOnce,
+      sink: stage.sink || i === topology.stages.length - 1,
     };
     return node;
   });
@@ -156,13 +159,14 @@ export function graphStages(graph: TopologyGraph): GraphStage[] {
 /**
  * Checks every edge: the record type a stage reads from a topic must be readable from what each stage writing
  * that topic writes (Avro schema resolution). Warns about an output nothing reads, unless it is meant to be
- * read outside the topology: the last stage's output (the sink), rejects, dead letters and changelogs.
+ * read outside the topology: a sink (the last stage's output, or a stage's with `sink: true`), rejects, dead
+ * letters and changelogs.
  */
 export function checkGraph(graph: TopologyGraph, schemas: SchemaSet = defaultSchemaSet()): { problems: string[]; warnings: string[] } {
   const problems: string[] = [];
   const warnings: string[] = [];
   const stages = graphStages(graph);
-  const sink = stages.at(-1)?.ports.find((p) => p.kind === 'out')?.topic;
+  const sinks = new Set(stages.filter((s) => s.sink).map((s) => s.ports.find((p) => p.kind === 'out')?.topic));
   for (const t of graph.topics) {
     for (const reader of t.readers) {
       for (const writer of t.writers) {
@@ -175,9 +179,9 @@ export function checkGraph(graph: TopologyGraph, schemas: SchemaSet = defaultSch
         }
       }
     }
-    if (t.readers.length > 0 || t.compacted || t.name === sink) continue;
+    if (t.readers.length > 0 || t.compacted || sinks.has(t.name)) continue;
     for (const writer of t.writers.filter((w) => w.kind === 'out' || w.kind === 'extra')) {
-      warnings.push(`stage ${writer.stage} writes topic ${t.name} (port ${writer.port}) and no stage of the topology reads it; only the last stage's output is the sink`);
+      warnings.push(`stage ${writer.stage} writes topic ${t.name} (port ${writer.port}) and no stage of the topology reads it: read it, or mark the stage \`sink: true\` if consumers outside the topology do`);
     }
   }
   return { problems, warnings };

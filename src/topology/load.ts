@@ -47,6 +47,8 @@ export interface ResolvedStage {
   readonly concurrency: number;
   /** 'memory': chained after the stage before it (see schema.ts). */
   readonly via: 'topic' | 'memory';
+  /** Its output is read outside the topology (see schema.ts). */
+  readonly sink: boolean;
   readonly exactlyOnce: boolean;
   readonly retry: RetryConfig;
   readonly deadLetterAfterAttempts: number;
@@ -215,6 +217,7 @@ export function parseTopology(text: string, source: string, options: LoadOptions
       maxBacklog: s.maxBacklog,
       concurrency: s.concurrency,
       via: s.via,
+      sink: s.sink,
       exactlyOnce: s.exactlyOnce,
       retry: s.retry,
       deadLetterAfterAttempts: s.deadLetterAfterAttempts,

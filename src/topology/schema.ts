@@ -97,6 +97,11 @@ export const commonStageFields = {
    */
   via: z.enum(['topic', 'memory']).default('topic'),
   /**
+   * The stage's output is read outside the topology, a sink besides the last stage's (a branch that feeds its
+   * own consumers): validation does not warn that no stage of the topology reads it.
+   */
+  sink: z.boolean().default(false),
+  /**
    * Sources only: the source waits while a stage reading its output has more than this many records not yet
    * committed (read from the broker, so readers in other processes count; a reader that has never committed
    * holds nothing back). Default: twice what those stages'

@@ -166,7 +166,19 @@ stages:
   - { name: embed, type: embed, input: conversations, output: embedded, embedder: minilm, partitions: 1 }
   - { name: dedupe, type: near-duplicate, input: embedded, output: deduped, ports: { changelog: dedupe-index } }
 `);
-    expect(t.warnings).toEqual(['demo.yaml: stage side writes topic forgotten (port out) and no stage of the topology reads it; only the last stage\'s output is the sink']);
+    expect(t.warnings).toEqual(['demo.yaml: stage side writes topic forgotten (port out) and no stage of the topology reads it: read it, or mark the stage `sink: true` if consumers outside the topology do']);
+  });
+
+  it('does not warn about the output of a stage marked sink: true, a second sink read outside the topology', () => {
+    const t = load(`
+name: branch
+kafka: { brokers: 127.0.0.1:9092 }
+stages:
+  - { name: side, type: pass-through, schema: magpie.Conversation, input: conversations, output: side-sink, sink: true }
+  - { name: main, type: pass-through, schema: magpie.Conversation, input: conversations, output: main-sink }
+`);
+    expect(t.warnings).toEqual([]);
+    expect(buildGraph(t).subTopologies.flatMap((s) => s.stages).map((s) => [s.name, s.sink])).toEqual([['side', true], ['main', true]]);
   });
 
   it('reserves the ports every stage has, and refuses a port the stage type does not declare', () => {
