@@ -40,7 +40,8 @@ export function defaultReplayId(now = new Date()): string {
 
 /**
  * The topology a replay runs: the chosen stages chained in topology order, the first reading `from`, the last
- * writing `to`, the ones between through `<replayId>.<stage>.out`; rejects and dead letters of the replay go
+ * writing `to`, the ones between through `<replayId>.<stage>.out` (in memory where the topology chains a stage
+ * after the one before it and both are replayed); rejects and dead letters of the replay go
  * to `<to>.rejects` and `<to>.dead-letter`, and every stage reads under a new consumer group.
  */
 export function planReplay(topology: Topology, options: ReplayOptions): ReplayPlan {
@@ -59,6 +60,9 @@ export function planReplay(topology: Topology, options: ReplayOptions): ReplayPl
   const deadLetter = `${options.to}.dead-letter`;
   const stages = chosen.map((stage, i): ResolvedStage => {
     const last = i === chosen.length - 1;
+    // A stage chained in memory stays chained only behind the stage it follows in the topology (validated
+    // there); behind any other it reads the replay topic, as chaining after, say, a stage with state is refused.
+    const follows = i > 0 && topology.stages.indexOf(stage) - 1 === topology.stages.indexOf(chosen[i - 1]!);
     const extra = Object.keys(stage.ports).filter((p) => p !== 'out');
     return {
       ...stage,
@@ -67,6 +71,7 @@ export function planReplay(topology: Topology, options: ReplayOptions): ReplayPl
       rejects,
       deadLetter,
       groupId: i === 0 ? groupId : `${groupId}.${stage.name}`,
+      via: stage.via === 'memory' && follows ? 'memory' : 'topic',
     };
   });
   return { topology: { ...topology, stages }, replayId, groupId, rejects, deadLetter };

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../../src/core/errors.js';
 import { parseTopology } from '../../../src/topology/load.js';
+import { topologyChains } from '../../../src/topology/graph.js';
 import { defaultReplayId, planReplay } from '../../../src/topology/replay.js';
 
 const topology = parseTopology(
@@ -31,6 +32,32 @@ describe('replay plan', () => {
       ['language', 'in', 'r.language.out', 'g'],
       ['quality', 'r.language.out', 'out', 'g.quality'],
     ]);
+  });
+
+  it('keeps a chain of the topology where both stages are replayed, and reads a topic behind any other stage', () => {
+    const chained = parseTopology(
+      `
+name: chained
+kafka: { brokers: 127.0.0.1:9092 }
+embedders:
+  minilm: { model: sentence-transformers/all-MiniLM-L6-v2 }
+stages:
+  - { name: embed, type: embed, input: responses, output: embedded, embedder: minilm, partitions: 1 }
+  - { name: dedupe, type: near-duplicate, input: embedded, output: deduped, ports: { changelog: dedupe-index } }
+  - { name: language, type: tag-language, input: deduped, output: languaged }
+  - { name: copy, type: pass-through, schema: magpie.Conversation, input: languaged, output: copied, via: memory }
+  - { name: keep, type: filter, input: copied, output: kept, via: memory, rules: [{ field: language, eq: en }] }
+`,
+      'chained.yaml',
+      { env: {} },
+    );
+    const via = (stages: string[]) => planReplay(chained, { from: 'in', to: 'out', stages, replayId: 'r' }).topology.stages.map((s) => [s.name, s.via]);
+    expect(via(['language', 'copy', 'keep'])).toEqual([['language', 'topic'], ['copy', 'memory'], ['keep', 'memory']]);
+    // copy's stage before it in the topology is not replayed: behind the stage with state it reads a topic.
+    expect(via(['dedupe', 'copy', 'keep'])).toEqual([['dedupe', 'topic'], ['copy', 'topic'], ['keep', 'memory']]);
+    expect(via(['language', 'keep'])).toEqual([['language', 'topic'], ['keep', 'topic']]);
+    const plan = planReplay(chained, { from: 'in', to: 'out', stages: ['dedupe', 'copy', 'keep'], replayId: 'r' });
+    expect(topologyChains(plan.topology).map((c) => c.map((s) => s.name).join(' -> '))).toEqual(['dedupe', 'copy -> keep']);
   });
 
   it('refuses unknown stages, writing into the source, and a topology without a filter', () => {
