@@ -1,13 +1,13 @@
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import avro from 'avsc';
 import { pino } from 'pino';
 import { DEFAULT_NEIGHBOR_INDEX, NeighborIndex, RECALL_FIRST_NEIGHBOR_INDEX, type NeighborIndexConfig } from '../../src/embedding/neighbor-index.js';
-import { createEmbedder, magpieCacheDir } from '../../src/embedding/transformers.js';
 import { DEFAULT_DUPLICATE_THRESHOLD, nearDuplicate, NearDuplicateFilter } from '../../src/processors/near-duplicate.js';
 import type { StageContext, StateRestorer } from '../../src/processors/stage.js';
 import type { IndexEntry } from '../../src/serde/records.generated.js';
+import { embedWithMiniLm } from '../lib/minilm.js';
 import { measurement, rssAfterGc, subspaceUnitVectors, type BenchContext, type Measurement, type Suite } from '../lib/harness.js';
 
 const DIMENSIONS = 384;
@@ -191,14 +191,9 @@ function instructions(count: number): string[] {
 
 /** Recall@1 of the stage's index settings (f32, f16, i8) against exact search, on real MiniLM embeddings, in arrival order. */
 async function recall(ctx: BenchContext): Promise<Measurement[]> {
-  const folder = resolve(process.env.MAGPIE_EMBED_MODEL_DIR ?? join(magpieCacheDir(), 'models', 'all-MiniLM-L6-v2'));
-  if (!existsSync(join(folder, 'onnx', 'model_quantized.onnx'))) throw new Error(`no model at ${folder}: run \`npm run fetch-models\` first`);
   const count = ctx.quick ? 1_000 : 2_000;
-  const texts = instructions(count);
-  const embedder = await createEmbedder({ model: 'sentence-transformers/all-MiniLM-L6-v2', localPath: folder, dtype: 'q8', pooling: 'mean', batchSize: 32 });
   ctx.progress(`dedupe-state: embedding ${count} generated instructions with MiniLM`);
-  const vectors = await embedder.embed(texts);
-  await embedder.close();
+  const vectors = await embedWithMiniLm(instructions(count));
   const dot = (a: Float32Array, b: Float32Array) => {
     let s = 0;
     for (let d = 0; d < a.length; d++) s += a[d]! * b[d]!;

@@ -1,6 +1,4 @@
-import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { join, resolve } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { exactSearch, MetricKind } from 'usearch';
 import { DEFAULT_NEIGHBOR_INDEX, NeighborIndex, RECALL_FIRST_NEIGHBOR_INDEX, type NeighborIndexConfig } from '../../src/embedding/neighbor-index.js';
@@ -8,8 +6,8 @@ import { DEFAULT_DUPLICATE_THRESHOLD, NearDuplicateFilter, nearDuplicate } from 
 import type { InputRecord, StageContext } from '../../src/processors/stage.js';
 import type { Conversation } from '../../src/serde/records.generated.js';
 import { makeConversation } from '../../test/support/records.js';
-import { createEmbedder, magpieCacheDir } from '../../src/embedding/transformers.js';
 import { englishSentences } from '../lib/corpus.js';
+import { embedWithMiniLm } from '../lib/minilm.js';
 import { measurement, median, randomUnitVectors, subspaceUnitVectors, type BenchContext, type Measurement, type Suite } from '../lib/harness.js';
 
 const DIMENSIONS = 384;
@@ -30,18 +28,11 @@ const SUBSPACE: Kind = { label: 'vectors in a random 16-d subspace (like sentenc
 const MINILM: Kind = { label: 'MiniLM embeddings of real English sentences', vectors: (ctx, n) => miniLmVectors(ctx, n) };
 
 async function miniLmVectors(ctx: BenchContext, count: number): Promise<Float32Array> {
-  const folder = resolve(process.env.MAGPIE_EMBED_MODEL_DIR ?? join(magpieCacheDir(), 'models', 'all-MiniLM-L6-v2'));
-  if (!existsSync(join(folder, 'onnx', 'model_quantized.onnx'))) throw new Error(`no model at ${folder}: run \`npm run fetch-models\` first`);
   const texts = englishSentences(count);
   ctx.progress(`dedupe: embedding ${count} sentences with MiniLM`);
-  const embedder = await createEmbedder({ model: 'sentence-transformers/all-MiniLM-L6-v2', localPath: folder, dtype: 'q8', pooling: 'mean', batchSize: 32 });
-  try {
-    const out = new Float32Array(count * DIMENSIONS);
-    (await embedder.embed(texts)).forEach((v, i) => out.set(v, i * DIMENSIONS));
-    return out;
-  } finally {
-    await embedder.close();
-  }
+  const out = new Float32Array(count * DIMENSIONS);
+  (await embedWithMiniLm(texts)).forEach((v, i) => out.set(v, i * DIMENSIONS));
+  return out;
 }
 
 /** Unit vectors with planted near-duplicates; `copyOf[i]` is the earlier record i rewords, or -1. */

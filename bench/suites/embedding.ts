@@ -1,9 +1,9 @@
-import { existsSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { AutoTokenizer, env, type PreTrainedTokenizer } from '@huggingface/transformers';
 import * as ort from 'onnxruntime-node';
-import { createEmbedder, magpieCacheDir } from '../../src/embedding/transformers.js';
+import { createEmbedder } from '../../src/embedding/transformers.js';
 import { compare, measurement, type BenchContext, type Measurement, type Suite } from '../lib/harness.js';
+import { miniLmFolder } from '../lib/minilm.js';
 import { sentence } from '../lib/records.js';
 
 const MODEL = 'sentence-transformers/all-MiniLM-L6-v2';
@@ -80,8 +80,7 @@ export const embeddingSuite: Suite = {
   name: 'embedding',
   description: 'all-MiniLM-L6-v2 (int8) sentences/s on CPU at batch sizes 1..64: the project embedder vs onnxruntime-node directly',
   async run(ctx: BenchContext): Promise<Measurement[]> {
-    const folder = resolve(process.env.MAGPIE_EMBED_MODEL_DIR ?? join(magpieCacheDir(), 'models', 'all-MiniLM-L6-v2'));
-    if (!existsSync(join(folder, 'onnx', 'model_quantized.onnx'))) throw new Error(`no model at ${folder}: run \`npm run fetch-models\` (scripts/fetch-models.sh) first`);
+    const folder = miniLmFolder();
     const texts = Array.from({ length: TEXTS_PER_CALL }, (_, i) => sentence(i));
     const direct = await DirectOnnxEmbedder.load(folder);
     const out: Measurement[] = [];
