@@ -16,7 +16,8 @@ export type Quantization = keyof typeof QUANTIZATIONS;
  * of them and make every duplicate decision exact search makes, at about twice the speed of the recall-first
  * settings (RECALL_FIRST_NEIGHBOR_INDEX, 99.98%; `npm run bench -- --only dedupe`). Uniformly random vectors,
  * which have no neighbourhood structure, are HNSW's worst case: there the defaults find the true nearest for
- * 87% (the recall-first settings 99%). Raise the three for such data or for more recall.
+ * 87% when a fifth are planted near-copies (the recall-first settings 99%), and for 66% of fresh random queries
+ * (`-- --only neighbors`). Raise the three for such data or for more recall.
  */
 export const neighborIndexConfigSchema = z
   .object({
