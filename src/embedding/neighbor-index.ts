@@ -32,7 +32,7 @@ export const neighborIndexConfigSchema = z
   })
   .strict();
 export type NeighborIndexConfig = z.infer<typeof neighborIndexConfigSchema>;
-export const DEFAULT_NEIGHBOR_INDEX: NeighborIndexConfig = { connectivity: 16, expansionAdd: 64, expansionSearch: 128, quantization: 'f32' };
+export const DEFAULT_NEIGHBOR_INDEX: NeighborIndexConfig = neighborIndexConfigSchema.parse({});
 /** The former defaults: exact top-k on every random-vector test set measured, at about half the speed. */
 export const RECALL_FIRST_NEIGHBOR_INDEX: NeighborIndexConfig = { connectivity: 32, expansionAdd: 128, expansionSearch: 256, quantization: 'f32' };
 
